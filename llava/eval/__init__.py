@@ -1,0 +1,1 @@
+"""Evaluation runners and scorers (MM-MergeBench, POPE, MME, MMBench)."""

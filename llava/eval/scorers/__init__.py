@@ -1,0 +1,1 @@
+"""Scorers: one module per benchmark task, each with an `official` and a `strict` protocol."""
