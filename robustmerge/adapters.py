@@ -1,0 +1,450 @@
+"""Read LoRA adapter sets: LLaVA LoRA task folders and plain PEFT adapter folders.
+
+An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` or
+``adapter_model.bin``; LLaVA task folders also carry ``non_lora_trainables.bin`` (the
+fine-tuned projector: the "extra" weights, merged separately) and ``config.json``.
+
+Reading is lazy: opening an :class:`AdapterSet` reads configs and key lists only; the
+tensors of one module are read when the merge driver asks for them (safetensors through
+``safe_open``, ``.bin`` through ``torch.load(mmap=True, weights_only=True)``), so memory
+holds one module of every task at a time. :meth:`AdapterSet.materialize` keeps every
+tensor in memory instead, for sweeps that merge the same set many times.
+
+Scaling: task n's update is ``ΔW_n = s_n · B_n · A_n`` with ``s_n = lora_alpha / r``
+(``lora_alpha / sqrt(r)`` for rsLoRA; ``rank_pattern`` / ``alpha_pattern`` honoured).
+When every task has the same scaling and rank for every module, factors are merged as
+stored and the output reuses the first task's ``adapter_config.json`` (the released
+RobustMerge behaviour). Otherwise each task's scaling is folded into its B and ranks are
+zero-padded to the largest rank (both exact for sums of factors), and the output config
+gets ``lora_alpha = r`` so the loader's scaling is 1; :attr:`AdapterSet.harmonisation`
+says what was done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import MergeInputError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+EXTRA_FILE = "non_lora_trainables.bin"
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+
+
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class TensorFile:
+    """Lazy access to the tensors of one weight file (safetensors or torch pickle)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None
+        self._bin: dict[str, torch.Tensor] | None = None
+        self._handle = None
+
+    def meta(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """key -> (shape, dtype), in file order, without reading tensor data."""
+        if self._meta is None:
+            if self.path.suffix == ".safetensors":
+                header = self._read_safetensors_header()
+                self._meta = {}
+                for k, v in header.items():
+                    if v.get("dtype") not in _ST_DTYPES:
+                        raise MergeInputError(f"{self.path}: tensor {k!r} has unsupported dtype {v.get('dtype')}")
+                    self._meta[k] = (tuple(v["shape"]), _ST_DTYPES[v["dtype"]])
+            else:
+                self._meta = {k: (tuple(t.shape), t.dtype) for k, t in self._bin_dict().items()}
+        return self._meta
+
+    def keys(self) -> list[str]:
+        return list(self.meta())
+
+    def get(self, key: str) -> torch.Tensor:
+        if self.path.suffix != ".safetensors":
+            return self._bin_dict()[key]
+        from safetensors import safe_open
+
+        try:
+            if self._handle is None:
+                self._handle = safe_open(str(self.path), framework="pt")
+            return self._handle.get_tensor(key)
+        except Exception as exc:
+            raise MergeInputError(
+                f"{self.path}: cannot read tensor {key!r} ({exc}); the file looks truncated "
+                "or corrupt: copy it again from its source"
+            ) from exc
+
+    def _read_safetensors_header(self) -> dict:
+        # Read and check the header by hand so that a truncated file names itself clearly.
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if n <= 0 or 8 + n > size:
+                    raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+                header = json.loads(f.read(n))
+            header.pop("__metadata__", None)
+            end = max((v["data_offsets"][1] for v in header.values()), default=0)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MergeInputError(
+                f"{self.path}: not a readable safetensors file ({exc}); copy it again from its source"
+            ) from exc
+        if 8 + n + end > size:
+            raise MergeInputError(
+                f"{self.path}: truncated ({size} bytes, its header promises {8 + n + end}); "
+                "copy it again from its source"
+            )
+        return header
+
+    def _bin_dict(self) -> dict[str, torch.Tensor]:
+        if self._bin is None:
+            self._bin = load_bin(self.path)
+        return self._bin
+
+
+def load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """Load a torch-pickled dict of tensors safely (``weights_only=True``, mmap when possible)."""
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except MergeInputError:
+        raise
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise MergeInputError(
+                f"{path}: the pickle holds more than plain tensors, so it is not loaded (a pickle "
+                "can run code). Re-save it as a dict of tensors or as safetensors"
+            ) from exc
+        raise MergeInputError(
+            f"{path}: cannot read weights ({type(exc).__name__}: {exc}); the file looks truncated "
+            "or corrupt: copy it again from its source"
+        ) from exc
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise MergeInputError(
+            f"{path}: expected a dict of name -> tensor, found {type(obj).__name__}; "
+            "re-save the weights as a state dict"
+        )
+    return obj
+
+
+def scaling_of(r: int, alpha: float, rslora: bool) -> float:
+    """LoRA scaling s = alpha / r (alpha / sqrt(r) for rsLoRA)."""
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
+@dataclass
+class TaskAdapter:
+    """One task's adapter folder: config, weight file and (optional) extra weights."""
+
+    path: Path
+    config: dict
+    weight_file: Path
+    extra_file: Path | None
+    weights: TensorFile = field(repr=False)
+    # module name -> (A key, B key) in file order
+    modules: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def extras(self) -> TensorFile:
+        """The extra weights file (``non_lora_trainables.bin``), opened once."""
+        if self._extras is None:
+            self._extras = TensorFile(self.extra_file)
+        return self._extras
+
+    _extras: TensorFile | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def module_rank_alpha(self, module: str, r: int) -> tuple[int, float]:
+        """(r, alpha) for a module, honouring PEFT's rank_pattern/alpha_pattern."""
+        alpha = float(self.config.get("lora_alpha", 8))
+        for pat, val in (self.config.get("alpha_pattern") or {}).items():
+            if _pattern_matches(pat, module):
+                alpha = float(val)
+        return r, alpha
+
+    def module_scaling(self, module: str, r: int) -> float:
+        r, alpha = self.module_rank_alpha(module, r)
+        return scaling_of(r, alpha, bool(self.config.get("use_rslora", False)))
+
+
+def _pattern_matches(pattern: str, module: str) -> bool:
+    # PEFT matches rank/alpha patterns as a regex anchored at a dotted boundary at the end.
+    return re.search(rf"(^|\.){pattern}$", module) is not None
+
+
+def open_task(path: str | os.PathLike) -> TaskAdapter:
+    """Open one adapter folder and index its LoRA keys by module (no tensors read yet)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MergeInputError(f"{path}: adapter folder not found; pass the folder that holds adapter_config.json")
+    cfg_path = path / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise MergeInputError(f"{cfg_path}: missing; an adapter folder needs its adapter_config.json")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MergeInputError(f"{cfg_path}: not valid JSON ({exc}); restore the file") from exc
+    weight_file = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+    if weight_file is None:
+        raise MergeInputError(
+            f"{path}: no adapter weights (looked for {' or '.join(WEIGHT_FILES)}); "
+            "copy the adapter's weight file into the folder"
+        )
+    extra = path / EXTRA_FILE
+    task = TaskAdapter(path, config, weight_file, extra if extra.is_file() else None, TensorFile(weight_file))
+    task.modules = _index_modules(task.weights.keys(), weight_file)
+    return task
+
+
+def _index_modules(keys: list[str], weight_file: Path) -> dict[str, tuple[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for key in keys:
+        m = _LORA_KEY.match(key)
+        if m is None:
+            raise MergeInputError(
+                f"{weight_file}: key {key!r} is not a LoRA factor (expected '<module>.lora_A.weight' "
+                "or '<module>.lora_B.weight'); remove it or save the adapter without extra weights"
+            )
+        found.setdefault(m["module"], {})[m["factor"]] = key
+    for module, pair in found.items():
+        if set(pair) != {"A", "B"}:
+            missing = "B" if "A" in pair else "A"
+            raise MergeInputError(
+                f"{weight_file}: module {module!r} has lora_{'A' if missing == 'B' else 'B'} but no "
+                f"lora_{missing}; the file is incomplete, re-export the adapter"
+            )
+    if not found:
+        raise MergeInputError(f"{weight_file}: holds no LoRA weights")
+    return {m: (p["A"], p["B"]) for m, p in found.items()}
+
+
+@dataclass
+class ModuleSpec:
+    """Shapes of one target module across tasks."""
+
+    name: str
+    ranks: list[int]  # per task
+    d_in: int
+    d_out: int
+    dtype: torch.dtype  # common stored dtype (float32 when tasks disagree)
+
+
+class AdapterSet:
+    """N task adapters of the same base model, validated and paired module by module.
+
+    Attributes:
+        tasks: the task adapters, in merge order.
+        modules: module names in the first task's key order (the output key order).
+        specs: module name -> :class:`ModuleSpec`.
+        fold_scaling: True when ranks or scalings differ, so scalings are folded into B.
+        rank: the output rank (the largest task rank when folding, else the common rank).
+        harmonisation: sentences saying what was done about ranks and scalings.
+    """
+
+    def __init__(self, tasks: list[TaskAdapter]):
+        if len(tasks) < 2:
+            raise MergeInputError(
+                f"{len(tasks)} adapter given ({', '.join(str(t.path) for t in tasks) or 'none'}); "
+                "a merge needs at least two task adapters"
+            )
+        seen: dict[Path, Path] = {}
+        for t in tasks:
+            real = t.path.resolve()
+            if real in seen:
+                raise MergeInputError(f"{t.path}: given twice (also as {seen[real]}); pass each adapter once")
+            seen[real] = t.path
+        self.tasks = tasks
+        self.modules = list(tasks[0].modules)
+        self.specs = {m: self._spec(m) for m in self.modules}
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._decide_harmonisation()
+
+    @property
+    def n(self) -> int:
+        return len(self.tasks)
+
+    def _spec(self, module: str) -> ModuleSpec:
+        first = self.tasks[0]
+        for t in self.tasks[1:]:
+            if set(t.modules) != set(first.modules):
+                only_t = sorted(set(t.modules) - set(first.modules))
+                only_f = sorted(set(first.modules) - set(t.modules))
+                raise MergeInputError(
+                    f"{t.weight_file}: covers different modules than {first.weight_file} "
+                    f"(only here: {only_t[:3]}{'...' if len(only_t) > 3 else ''}; only there: "
+                    f"{only_f[:3]}{'...' if len(only_f) > 3 else ''}); merge adapters trained on the same "
+                    "target modules"
+                )
+        ranks, d_ins, d_outs, dtypes = [], set(), set(), set()
+        for t in self.tasks:
+            a_key, b_key = t.modules[module]
+            (ra, d_in), a_dt = _shape2(t, a_key)
+            (d_out, rb), b_dt = _shape2(t, b_key)
+            if ra != rb:
+                raise MergeInputError(
+                    f"{t.weight_file}: {module}: lora_A has rank {ra} but lora_B has rank {rb}; the adapter is corrupt"
+                )
+            ranks.append(ra)
+            d_ins.add(d_in)
+            d_outs.add(d_out)
+            dtypes.update((a_dt, b_dt))
+        if len(d_ins) > 1 or len(d_outs) > 1:
+            shapes = ", ".join(
+                f"{t.name}: A {list(t.weights.meta()[t.modules[module][0]][0])} "
+                f"B {list(t.weights.meta()[t.modules[module][1]][0])}" for t in self.tasks
+            )
+            raise MergeInputError(
+                f"{module}: incompatible shapes across tasks ({shapes}); the adapters were trained on "
+                "different base models and cannot be merged"
+            )
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+        return ModuleSpec(module, ranks, d_ins.pop(), d_outs.pop(), dtype)
+
+    def _decide_harmonisation(self) -> None:
+        per_task = [
+            [(s.ranks[i], t.module_scaling(m, s.ranks[i])) for m, s in self.specs.items()]
+            for i, t in enumerate(self.tasks)
+        ]
+        uniform = all(p == per_task[0] for p in per_task) and len({rs[0] for rs in per_task[0]}) == 1
+        self.fold_scaling = not uniform
+        self.rank = max(max(s.ranks) for s in self.specs.values())
+        if uniform:
+            r, s = per_task[0][0]
+            self.harmonisation = [f"all tasks share rank {r} and scaling {s:g}: factors merged as stored"]
+            return
+        summary = "; ".join(
+            f"{t.name}: r={sorted({rs[0] for rs in p})}, scaling={sorted({round(rs[1], 6) for rs in p})}"
+            for t, p in zip(self.tasks, per_task)
+        )
+        self.harmonisation = [
+            f"ranks or scalings differ ({summary})",
+            "each task's scaling was folded into its lora_B (B_n <- s_n * B_n, float32)",
+            f"ranks were zero-padded to {self.rank} (exact for sums of factors)",
+            f"the output config has r = lora_alpha = {self.rank} and no rsLoRA, so the loader's scaling is 1",
+        ]
+        log.warning("adapter set: %s", self.harmonisation[0])
+
+    def factors(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacked factors of one module: A [N, r, d_in], B [N, d_out, r].
+
+        Stored dtype when all tasks share rank and scaling; otherwise float32 with scalings
+        folded into B and ranks zero-padded to :attr:`rank`.
+        """
+        if self._cache is not None:
+            return self._cache[module]
+        spec = self.specs[module]
+        As, Bs = [], []
+        for t, r in zip(self.tasks, spec.ranks):
+            a_key, b_key = t.modules[module]
+            a, b = t.weights.get(a_key), t.weights.get(b_key)
+            for key, x in ((a_key, a), (b_key, b)):
+                if not torch.isfinite(x).all():
+                    raise MergeInputError(
+                        f"{t.weight_file}: tensor {key!r} holds NaN or Inf values; the adapter's "
+                        "training diverged or the file is corrupt: use another checkpoint"
+                    )
+            if self.fold_scaling:
+                a, b = a.float(), b.float() * t.module_scaling(module, r)
+                a = torch.nn.functional.pad(a, (0, 0, 0, self.rank - r))  # [rank, d_in]
+                b = torch.nn.functional.pad(b, (0, self.rank - r))  # [d_out, rank]
+            As.append(a.to(spec.dtype) if not self.fold_scaling else a)
+            Bs.append(b.to(spec.dtype) if not self.fold_scaling else b)
+        return torch.stack(As), torch.stack(Bs)
+
+    def materialize(self) -> "AdapterSet":
+        """Read every module once and keep it in memory (for sweeps); returns self."""
+        if self._cache is None:
+            self._cache = {m: self.factors(m) for m in self.modules}
+        return self
+
+    def output_config(self) -> dict:
+        """adapter_config.json for the merged adapter."""
+        cfg = dict(self.tasks[0].config)
+        if self.fold_scaling:
+            cfg.update(r=self.rank, lora_alpha=self.rank, use_rslora=False, rank_pattern={}, alpha_pattern={})
+        return cfg
+
+    def key_order(self) -> list[tuple[str, str, str]]:
+        """(module, factor 'A'|'B', key) in the first task's file order."""
+        owner = {}
+        for m, (a, b) in self.tasks[0].modules.items():
+            owner[a], owner[b] = (m, "A"), (m, "B")
+        return [(*owner[k], k) for k in self.tasks[0].weights.keys()]
+
+    # extra (non-LoRA) weights: the LLaVA projector
+    def extra_keys(self) -> list[str]:
+        """Keys of the extra weights common to all tasks ([] when no task has them)."""
+        present = [t.extra_file is not None for t in self.tasks]
+        if not any(present):
+            return []
+        if not all(present):
+            missing = [str(t.path) for t, p in zip(self.tasks, present) if not p]
+            raise MergeInputError(
+                f"{missing[0]}: no {EXTRA_FILE} although other tasks have one; add it, or merge "
+                "with --extras drop"
+            )
+        metas = [t.extras.meta() for t in self.tasks]
+        for t, m in zip(self.tasks[1:], metas[1:]):
+            if {k: v[0] for k, v in m.items()} != {k: v[0] for k, v in metas[0].items()}:
+                raise MergeInputError(
+                    f"{t.extra_file}: keys or shapes differ from {self.tasks[0].extra_file}; "
+                    "the projectors come from different model configurations"
+                )
+        return list(metas[0])
+
+    def extra_tensors(self, key: str) -> list[torch.Tensor]:
+        """One extra weight from every task (stored dtype), NaN/Inf-checked."""
+        out = []
+        for t in self.tasks:
+            x = t.extras.get(key)
+            if not torch.isfinite(x).all():
+                raise MergeInputError(f"{t.extra_file}: tensor {key!r} holds NaN or Inf values; use another checkpoint")
+            out.append(x)
+        return out
+
+
+def _shape2(t: TaskAdapter, key: str) -> tuple[tuple[int, int], torch.dtype]:
+    shape, dtype = t.weights.meta()[key]
+    if len(shape) != 2:
+        raise MergeInputError(f"{t.weight_file}: {key!r} has shape {list(shape)}; LoRA factors are matrices")
+    if not dtype.is_floating_point:
+        raise MergeInputError(f"{t.weight_file}: {key!r} has dtype {dtype}; LoRA factors are floating point")
+    return shape, dtype
+
+
+def strip_extra_key(key: str) -> str:
+    """Output name of an extra weight, as the released merge (and LLaVA's loader) write it:
+    drop ``base_model.``, then ``model.`` when the key starts with ``model.model.``."""
+    if key.startswith("base_model."):
+        key = key[len("base_model."):]
+    if key.startswith("model.model."):
+        key = key[len("model."):]
+    return key
+
+
+def load_adapter_set(paths: list[str | os.PathLike]) -> AdapterSet:
+    """Open and validate an adapter set (configs and key indexes only; no tensor data)."""
+    return AdapterSet([open_task(p) for p in paths])

@@ -1,0 +1,217 @@
+"""The merge driver: one module at a time, on any device, into an atomic output folder.
+
+Python API::
+
+    from robustmerge import load_adapter_set, merge, merge_to_folder
+    adapters = load_adapter_set(["task_a", "task_b"])          # configs and key lists only
+    result = merge(adapters, "robustmerge", preset="official")  # in memory: MergeResult
+    record = merge_to_folder(adapters, "out", "ties", params={"density": 0.3})  # streaming
+
+For sweeps, ``adapters.materialize()`` reads every tensor once; later merges reuse them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .adapters import AdapterSet, load_adapter_set, strip_extra_key
+from .errors import MergeInputError
+from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder, sha256_file
+from .methods import ModuleContext, get_method
+
+log = logging.getLogger(__name__)
+
+EXTRAS_RULES = ("mean", "first", "drop")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeInputError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise MergeInputError(f"--device {device}: expected cpu, cuda[:N] or auto")
+    return torch.device(device)
+
+
+def merge_extras(tensors: list[torch.Tensor], rule: str) -> torch.Tensor:
+    """Merge one extra (non-LoRA) weight across tasks, in its stored dtype.
+
+    mean: the released running mean, m = (1/N)·P_0, then m = m + (1/N)·P_n for n >= 1,
+          every step in the stored dtype (not an exact mean rounded once).
+    first: the first task's tensor.
+    """
+    if rule == "first":
+        return tensors[0].clone()
+    coef = 1.0 / len(tensors)
+    merged = coef * tensors[0]
+    for t in tensors[1:]:
+        merged = merged + coef * t
+    return merged
+
+
+@dataclass
+class Plan:
+    """A validated merge: the adapters, the rule, its parameters and where it runs."""
+
+    adapters: AdapterSet
+    method: str
+    preset: str | None
+    params: dict
+    device: torch.device
+    seed: int
+    extras: str
+
+    @classmethod
+    def make(cls, adapters, method="robustmerge", preset=None, params=None, device="cpu", seed=0, extras="mean"):
+        if not isinstance(adapters, AdapterSet):
+            adapters = load_adapter_set(list(adapters))
+        m = get_method(method)
+        if extras not in EXTRAS_RULES:
+            raise MergeInputError(f"extras rule {extras!r} is not one of {list(EXTRAS_RULES)}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise MergeInputError(f"seed {seed!r} must be a non-negative integer")
+        resolved = m.resolve(preset, params)
+        return cls(adapters, method, preset if preset is not None else m.default_preset, resolved,
+                   resolve_device(device), seed, extras)
+
+    def modules(self, progress: bool = False) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """Yield (module, A* [r, d_in], B* [d_out, r]) float32 on CPU, one module at a time."""
+        m = get_method(self.method)
+        stats = m.prepare(self.adapters, self.params) if m.prepare else {}
+        for module in tqdm(self.adapters.modules, desc=f"merge ({self.method})", unit="module", disable=not progress):
+            A, B = self.adapters.factors(module)
+            ctx = ModuleContext(module, self.seed, stats)
+            a, b = m.rule(A.to(self.device), B.to(self.device), self.params, ctx)
+            yield module, a.float().cpu(), b.float().cpu()
+
+    def merged_extras(self) -> dict[str, torch.Tensor]:
+        if self.extras == "drop":
+            return {}
+        return {strip_extra_key(k): merge_extras(self.adapters.extra_tensors(k), self.extras)
+                for k in self.adapters.extra_keys()}
+
+    def describe(self) -> dict:
+        return {
+            "method": self.method, "preset": self.preset, "params": self.params, "seed": self.seed,
+            "extras_rule": self.extras, "device": str(self.device),
+            "task_order": [t.name for t in self.adapters.tasks],
+            "rank": self.adapters.rank, "harmonisation": self.adapters.harmonisation,
+        }
+
+
+@dataclass
+class MergeResult:
+    """A merged adapter in memory: LoRA tensors (input key names, float32), extras, config."""
+
+    tensors: dict[str, torch.Tensor]
+    extras: dict[str, torch.Tensor]
+    config: dict
+    plan: Plan
+
+    def delta(self, module: str) -> torch.Tensor:
+        """ΔW* = scaling · B* A* of one module, with the output config's scaling."""
+        a_key, b_key = self.plan.adapters.tasks[0].modules[module]
+        from .adapters import scaling_of
+
+        s = scaling_of(self.config["r"], self.config["lora_alpha"], bool(self.config.get("use_rslora")))
+        return s * self.tensors[b_key] @ self.tensors[a_key]
+
+
+def merge(adapters, method: str = "robustmerge", preset: str | None = None, params: dict | None = None,
+          device: str = "cpu", seed: int = 0, extras: str = "mean", progress: bool = False) -> MergeResult:
+    """Merge in memory and return a :class:`MergeResult` (keys in the first task's order)."""
+    plan = Plan.make(adapters, method, preset, params, device, seed, extras)
+    merged = {}
+    for module, a, b in plan.modules(progress):
+        a_key, b_key = plan.adapters.tasks[0].modules[module]
+        merged[a_key], merged[b_key] = a, b
+    order = [key for _, _, key in plan.adapters.key_order()]
+    return MergeResult({k: merged[k] for k in order}, plan.merged_extras(), plan.adapters.output_config(), plan)
+
+
+def _versions() -> dict:
+    import safetensors
+
+    return {"robustmerge": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
+            "python": platform.python_version()}
+
+
+def _input_record(adapters: AdapterSet, hashes: dict) -> list[dict]:
+    out = []
+    for t, spec_r in zip(adapters.tasks, zip(*[s.ranks for s in adapters.specs.values()])):
+        dtypes = sorted({str(t.weights.meta()[k][1]).replace("torch.", "") for k in t.weights.keys()})
+        out.append({
+            "name": t.name, "path": str(t.path), "weight_file": t.weight_file.name,
+            "sha256": hashes[t.weight_file].result(),
+            "extra_file": t.extra_file.name if t.extra_file else None,
+            "extra_sha256": hashes[t.extra_file].result() if t.extra_file else None,
+            "r": sorted(set(spec_r)), "lora_alpha": t.config.get("lora_alpha"),
+            "use_rslora": bool(t.config.get("use_rslora", False)), "dtype": dtypes,
+        })
+    return out
+
+
+def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
+                    params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
+                    overwrite: bool = False, write_bin: bool = False, progress: bool = False) -> dict:
+    """Merge module by module straight into ``out`` (atomically) and return the merge record.
+
+    Writes ``adapter_config.json``, ``adapter_model.safetensors`` (PEFT-loadable; keys as the
+    inputs'), ``non_lora_trainables.bin`` (when the tasks have extras), the first task's
+    ``config.json``, ``merge_record.json`` and, with ``write_bin``, the legacy
+    ``adapter_model.bin``.
+    """
+    t0 = time.perf_counter()
+    plan = Plan.make(adapters, method, preset, params, device, seed, extras)
+    ad = plan.adapters
+    out = Path(out)
+    check_output_folder(out, [t.path for t in ad.tasks], overwrite)
+    files = [t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file]
+    with ThreadPoolExecutor(max_workers=1) as pool, atomic_folder(out) as tmp:
+        hashes = {f: pool.submit(sha256_file, f) for f in files}  # overlaps with the merge
+        _write_lora(plan, tmp, progress)
+        extra = plan.merged_extras()
+        if extra:
+            torch.save(extra, tmp / "non_lora_trainables.bin")
+        (tmp / "adapter_config.json").write_text(json.dumps(ad.output_config(), indent=2) + "\n")
+        if (ad.tasks[0].path / "config.json").is_file():
+            shutil.copyfile(ad.tasks[0].path / "config.json", tmp / "config.json")
+        if write_bin:
+            from safetensors.torch import load_file
+
+            torch.save(load_file(tmp / "adapter_model.safetensors"), tmp / "adapter_model.bin")
+        record = {**plan.describe(), "inputs": _input_record(ad, hashes), "versions": _versions(),
+                  "outputs": sorted(p.name for p in tmp.iterdir()) + ["merge_record.json"],
+                  "wall_time_s": round(time.perf_counter() - t0, 3),
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (tmp / "merge_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("wrote %s (%s, %.2f s)", out, method, record["wall_time_s"])
+    return record
+
+
+def _write_lora(plan: Plan, folder: Path, progress: bool) -> None:
+    ad = plan.adapters
+    layout = []
+    for module in ad.modules:  # data in module order; the header lists every key
+        spec = ad.specs[module]
+        a_key, b_key = ad.tasks[0].modules[module]
+        layout += [(a_key, (ad.rank, spec.d_in), torch.float32), (b_key, (spec.d_out, ad.rank), torch.float32)]
+    writer = SafetensorsStreamWriter(folder / "adapter_model.safetensors", layout, {"merge_method": plan.method},
+                                     header_order=[key for _, _, key in ad.key_order()])
+    for module, a, b in plan.modules(progress):
+        a_key, b_key = ad.tasks[0].modules[module]
+        writer.write(a_key, a)
+        writer.write(b_key, b)
+    writer.close()

@@ -1,0 +1,103 @@
+"""Output writing: a streaming safetensors writer, atomic output folders, file hashing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import MergeInputError
+
+_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+
+
+class SafetensorsStreamWriter:
+    """Write a safetensors file one tensor at a time, never holding the whole file.
+
+    The header (names, dtypes, shapes, offsets) is written first from the declared layout;
+    tensors are then written in declaration order, each checked against its declaration.
+    """
+
+    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]],
+                 metadata: dict | None = None, header_order: list[str] | None = None):
+        """layout: (name, shape, dtype) in the order tensors will be written; header_order:
+        the order names are listed in the header (default: layout order)."""
+        entries: dict = {}
+        offset = 0
+        self._expected: list[tuple[str, tuple[int, ...], torch.dtype]] = []
+        for name, shape, dtype in layout:
+            nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+            entries[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self._expected.append((name, tuple(shape), dtype))
+            offset += nbytes
+        header = {"__metadata__": {"format": "pt", **(metadata or {})}}
+        header.update({name: entries[name] for name in (header_order or list(entries))})
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        self._f = open(path, "wb")
+        self._f.write(len(blob).to_bytes(8, "little") + blob)
+        self._next = 0
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        exp_name, shape, dtype = self._expected[self._next]
+        if (name, tuple(tensor.shape), tensor.dtype) != (exp_name, shape, dtype):
+            raise RuntimeError(f"writer expected {exp_name} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        self._f.write(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        self._next += 1
+
+    def close(self) -> None:
+        if self._next != len(self._expected):
+            self._f.close()
+            raise RuntimeError(f"writer closed after {self._next} of {len(self._expected)} tensors")
+        self._f.close()
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_folder(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an output that is, contains or lies inside an input, or a non-empty folder
+    unless ``overwrite``."""
+    out_r = out.resolve()
+    for inp in inputs:
+        inp_r = inp.resolve()
+        if out_r == inp_r or inp_r in out_r.parents:
+            raise MergeInputError(f"{out}: the output folder is or lies inside the input {inp}; choose another --out")
+        if out_r in inp_r.parents:
+            raise MergeInputError(f"{out}: the output folder contains the input {inp}; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise MergeInputError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MergeInputError(f"{out}: folder exists and is not empty; pass --overwrite to replace it, or choose another --out")
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename,
+    on failure it is removed and ``out`` is untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Tensor helpers shared by the rules: magnitude masks, exact streaming thresholds."""
+from __future__ import annotations
+
+import torch
+
+
+def kth_index(numel: int, keep: float) -> int:
+    """k (1-based) of the threshold that keeps the top ``keep`` share of ``numel`` entries:
+    ``int(numel * (1 - keep))`` in double precision, as the released code computes it
+    (it can be one below the exact floor, e.g. int(90 * (1 - 0.3)) = 62)."""
+    return int(numel * (1 - keep))
+
+
+def magnitude_mask(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Per-task magnitude mask over all entries of each task's matrix.
+
+    Args:
+        x: [N, ...] stacked matrices (any float dtype; compared in that dtype).
+        keep: share of entries to keep, in (0, 1].
+    Returns:
+        bool [N, ...]: ``|x| >= t_n`` with ``t_n`` the k-th smallest ``|x_n|``,
+        k = :func:`kth_index` (ties at the threshold are kept; k = 0 keeps everything).
+    """
+    n = x.shape[0]
+    flat = x.abs().reshape(n, -1)  # [N, D]
+    k = kth_index(flat.shape[1], keep)
+    if k <= 0:
+        return torch.ones_like(x, dtype=torch.bool)
+    thresh = flat.kthvalue(k, dim=1).values  # [N]
+    return x.abs() >= thresh.view(n, *([1] * (x.dim() - 1)))
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero the entries outside ``mask``, keeping the dtype."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """(x - min) / (max - min) along ``dim``; 0 where the range is 0."""
+    lo = x.amin(dim=dim, keepdim=True)
+    span = x.amax(dim=dim, keepdim=True) - lo
+    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1), torch.zeros_like(x))
+
+
+class StreamingKth:
+    """Exact k-th smallest |value| of a stream of tensors, in two passes, O(65536) memory
+    plus one histogram bucket.
+
+    Non-negative float32 values order like their int32 bit patterns, so pass 1 counts the
+    values per bucket of the top 16 bits, and pass 2 collects the bucket that holds the
+    k-th value and selects within it.
+    """
+
+    BITS = 15  # int32 >> 15 leaves 16 bits for the bucket (sign bit is 0)
+
+    def __init__(self) -> None:
+        self.hist = torch.zeros(1 << 16, dtype=torch.int64)
+        self.bucket: int | None = None
+        self.below = 0
+        self.chunks: list[torch.Tensor] = []
+
+    @staticmethod
+    def _bits(x: torch.Tensor) -> torch.Tensor:
+        return x.detach().abs().float().reshape(-1).cpu().view(torch.int32)
+
+    def count(self, x: torch.Tensor) -> None:
+        """Pass 1: add a tensor's values to the histogram."""
+        self.hist += torch.bincount(self._bits(x) >> self.BITS, minlength=1 << 16)
+
+    def locate(self, k: int) -> None:
+        """Between passes: find the bucket that holds the k-th smallest value (1-based)."""
+        cum = self.hist.cumsum(0)
+        self.k = k
+        self.bucket = int(torch.searchsorted(cum, torch.tensor(k)))
+        self.below = int(cum[self.bucket - 1]) if self.bucket > 0 else 0
+        self.chunks = []
+
+    def collect(self, x: torch.Tensor) -> None:
+        """Pass 2: keep the values that fall in the located bucket."""
+        bits = self._bits(x)
+        self.chunks.append(bits[(bits >> self.BITS) == self.bucket])
+
+    def value(self) -> float:
+        """The k-th smallest |value| (float32)."""
+        vals = torch.cat(self.chunks).view(torch.float32)
+        return float(vals.kthvalue(self.k - self.below).values)

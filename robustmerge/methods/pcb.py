@@ -1,0 +1,59 @@
+"""PCB-merging (Du et al., NeurIPS 2024) on LoRA factors, per matrix, applied to the A stack
+and the B stack separately. For X ∈ {A, B}, τ_n = vec(X_n) ∈ R^D:
+
+1. outlier clip:  |τ̄_n| = clamp(|τ_n|, q_lo, q_hi) at sort indices ⌊D·ε⌋ and ⌊D(1-ε)⌋-1,
+                  τ̄_n = sign(τ_n) |τ̄_n|                                  (ε = ``clip``)
+2. intra-balance: β_intra,n = exp(N · minmax(|τ̄_n|)²)
+3. inter-balance: β_inter,n = tanh(τ_n ⊙ Σ_k τ_k)
+4. β_n = β_intra,n ⊙ β_inter,n, raised to its sort value at ⌊D(1-ratio)⌋ (keeps the top
+   ``ratio`` share distinct), then w_n = minmax(β_n) ∈ [0, 1]
+5. X* = λ · Σ_n w_n ⊙ τ̄_n / max(Σ_n w_n, 1e-12)
+
+λ placement as lambda_on. Shapes: A [N, r, d_in], B [N, d_out, r] -> float32 [r, d_in], [d_out, r].
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import minmax
+from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
+
+
+def _sorted_at(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Per-row order statistic: x [N, D] -> [N, 1]."""
+    return x.sort(dim=1).values[:, index].unsqueeze(1)
+
+
+def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:
+    """PCB-merge one stack x: [N, ...] -> [...] (float32, before λ)."""
+    n, shape = x.shape[0], x.shape[1:]
+    tau = x.float().reshape(n, -1)  # [N, D]
+    d = tau.shape[1]
+    mag = tau.abs()
+    mag = torch.clamp(mag, _sorted_at(mag, int(d * clip)), _sorted_at(mag, int(d * (1 - clip)) - 1))
+    tau_clip = torch.sign(tau) * mag
+    intra = torch.exp(n * minmax(mag, dim=1) ** 2)  # [N, D]
+    inter = torch.tanh(tau * tau.sum(0, keepdim=True))  # [N, D]
+    beta = intra * inter
+    beta = torch.clamp(beta, min=_sorted_at(beta, min(int(d * (1 - ratio)), d - 1)))
+    w = minmax(beta, dim=1)  # [N, D] in [0, 1]
+    merged = (w * tau_clip).sum(0) / w.sum(0).clamp(min=1e-12)
+    return merged.reshape(shape)
+
+
+@register(
+    "pcb",
+    summary="balance entries within and across tasks, keep the top ratio share, weighted mean scaled by λ",
+    paper="Du et al., 'Parameter Competition Balancing for Model Merging' (PCB-merging), NeurIPS 2024; "
+    "https://arxiv.org/abs/2410.02396",
+    params=[
+        Param("ratio", 0.1, "share of entries whose balancing weight is kept (PCB's pcb_ratio)", float, 0.0, 1.0, open_low=True),
+        Param("clip", 1e-4, "outlier clip share at each end of |τ| before balancing", float, 0.0, 0.5, open_high=True),
+        LAMBDA,
+        LAMBDA_ON,
+    ],
+)
+def pcb(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
+    a = pcb_combine(A, p["ratio"], p["clip"])  # [r, d_in]
+    b = pcb_combine(B, p["ratio"], p["clip"])  # [d_out, r]
+    return scale_pair(a, b, p["lam"], p["lambda_on"])

@@ -1,0 +1,149 @@
+"""RobustMerge (Zeng et al., NeurIPS 2025), on LoRA factors.
+
+Paper, Eq. 2-5 / Algorithm 1, for one module with task factors ``A_n: [r, d_in]``,
+``B_n: [d_out, r]``:
+
+1. prune each matrix by magnitude (Eq. 2):   Ã_n = M(A_n) ⊙ A_n,  B̃_n = M(B_n) ⊙ B_n
+2. complementary scaling from A (Eq. 3):      S_n[i] = Σ_j |A_n[i,j]| / Σ_j |Ã_n[i,j]|
+   (released code only) clamp from below:    Ŝ_n = max(S_n, sort(S_n)[⌊r·(1-c)⌋])
+3. cross-task normalisation (Eq. 4):          S̃_n[i] = Ŝ_n[i] / Σ_k Ŝ_k[i]
+4. merge (Eq. 5):                             B* = λ_B Σ_n B̃_n diag(S̃_n),   A* = λ_A Σ_n Ã_n
+
+``lambda_on='both'`` (released code): λ_A = λ_B = λ, so the update ΔW* = B*A* carries λ²;
+``lambda_on='product'`` (paper): λ_A = 1, λ_B = λ.
+
+Presets:
+    official: keep=0.2, clamp_ratio=0.2, lam=2, lambda_on=both, s_dtype=stored — bit-compatible
+              with the authors' released merge (summed and divided in the released order).
+    paper:    keep=0.2, clamp_ratio=1 (no clamp), lam=2, lambda_on=product, s_dtype=float32.
+
+Ablations (paper Tables 6 and 7), selected with ``variant`` (all other steps unchanged):
+    full:          the method as above.
+    no_prune_scale: no pruning and no scaling: Task Arithmetic on the factors (Table 6 row 1).
+    no_norm:       prune & scale, S̃_n = Ŝ_n without the cross-task normalisation (Table 6 row 2):
+                   B* = λ_B Σ_n B̃_n diag(Ŝ_n).
+    scale_a_from_a: S from A applied to A, rows: A* = λ_A Σ_n diag(S̃_n) Ã_n, B* = λ_B Σ_n B̃_n (Table 7).
+    scale_b_from_b: S from B's columns applied to B: S_n[i] = Σ_o |B_n[o,i]| / Σ_o |B̃_n[o,i]|,
+                   B* = λ_B Σ_n B̃_n diag(S̃_n), A* = λ_A Σ_n Ã_n (Table 7).
+    scale_both:    S_A from A applied to A and S_B from B applied to B (Table 7).
+    (inter-parameter, the method itself, is ``full``: S from A applied to B.)
+
+Rows whose whole mass is pruned (S = inf in the released code, which then writes NaN) get
+the task's largest finite S; rows that are zero before pruning (rank padding) get S = 0.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .common import apply_mask, magnitude_mask
+from .registry import LAMBDA_ON, ModuleContext, Param, register
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("full", "no_prune_scale", "no_norm", "scale_a_from_a", "scale_b_from_b", "scale_both")
+
+
+def complementary_scale(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum and the division in ``dtype``.
+
+    Args:
+        x, x_pruned: [N, r, D].
+    Returns:
+        [N, r] in ``dtype``; 0 for all-zero rows, the task's largest finite value for rows
+        that lost all their mass.
+    """
+    total = x.to(dtype).abs().sum(-1)  # [N, r]
+    kept = x_pruned.to(dtype).abs().sum(-1)  # [N, r]
+    s = total / kept
+    lost = (kept == 0) & (total > 0)
+    if lost.any():
+        log.warning("%d rank rows lost all mass to pruning; they take their task's largest finite S", int(lost.sum()))
+        finite_max = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).amax(-1, keepdim=True)
+        s = torch.where(lost, finite_max.expand_as(s), s)
+    return torch.where(total == 0, torch.zeros_like(s), s)
+
+
+def clamp_low(s: torch.Tensor, clamp_ratio: float) -> torch.Tensor:
+    """Raise each task's S to its order statistic at 0-based index ⌊r·(1-clamp_ratio)⌋ of
+    the ascending sort (clamp_ratio=1: index 0, no effect). Zero rows (padding) stay 0.
+
+    Args:
+        s: [N, r].
+    """
+    r = s.shape[1]
+    floor = s.sort(dim=-1).values[:, int(r * (1 - clamp_ratio))].unsqueeze(1)  # [N, 1]
+    ceil = s.amax(dim=-1, keepdim=True)  # the released upper bound: index r-1
+    return torch.where(s == 0, s, torch.clamp(s, floor, ceil))
+
+
+def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, dim: int) -> torch.Tensor:
+    """λ Σ_n s_n ⊙ x_n [/ Σ_n s_n], in the released order.
+
+    The numerator is accumulated in float32 in task order from ``(λ·s_n)·x_n`` (s and x
+    upcast); the denominator is ``torch.sum`` over tasks in s's dtype. ``dim`` is the axis of
+    x that s runs along (1 for rows of A [N, r, D], 2 for columns of B [N, D, r]).
+    """
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = s.shape[1]
+    s = s.view(shape)  # [N, r, 1] or [N, 1, r]
+    num = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
+    for n in range(x.shape[0]):
+        num = num + lam * s[n].float() * x[n].float()
+    if not normalise:
+        return num
+    den = torch.sum(s, dim=0)  # stored dtype, as released
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1), torch.zeros_like(num))
+
+
+def plain_sum(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """λ Σ_n x_n, accumulated in float32 in task order."""
+    acc = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
+    for n in range(x.shape[0]):
+        acc = acc + lam * x[n].float()
+    return acc
+
+
+@register(
+    "robustmerge",
+    summary="prune A and B by magnitude, rescale B's rank columns by A's lost mass, normalise across tasks, sum",
+    paper="Zeng et al., 'Parameter Efficient Merging for Multimodal Large Language Models with Complementary "
+    "Parameter Adaptation' (RobustMerge), NeurIPS 2025, Eq. 2-5; https://arxiv.org/abs/2502.17159",
+    params=[
+        Param("keep", 0.2, "share of entries kept per task matrix (the released 'mask_ratio')", float, 0.0, 1.0, open_low=True),
+        Param("clamp_ratio", 0.2, "S floor at sort index ⌊r·(1-clamp_ratio)⌋; 1 disables the clamp", float, 0.0, 1.0, open_low=True),
+        Param("lam", 2.0, "λ, the scale of the merge (the released 'fuse_weight')", float, low=0.0),
+        LAMBDA_ON,
+        Param("s_dtype", "stored", "dtype of S and its normalising sum: 'stored' (released) or 'float32'", str,
+              choices=("stored", "float32")),
+        Param("variant", "full", "ablation variant (paper Tables 6-7): " + ", ".join(VARIANTS), str, choices=VARIANTS),
+    ],
+    presets={
+        "official": dict(keep=0.2, clamp_ratio=0.2, lam=2.0, lambda_on="both", s_dtype="stored"),
+        "paper": dict(keep=0.2, clamp_ratio=1.0, lam=2.0, lambda_on="product", s_dtype="float32"),
+    },
+    default_preset="official",
+)
+def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """A: [N, r, d_in], B: [N, d_out, r] -> A*: [r, d_in], B*: [d_out, r] (float32)."""
+    lam_a = p["lam"] if p["lambda_on"] == "both" else 1.0
+    lam_b = p["lam"]
+    variant = p["variant"]
+    if variant == "no_prune_scale":
+        return plain_sum(A, lam_a), plain_sum(B, lam_b)
+    A_p = apply_mask(A, magnitude_mask(A, p["keep"]))  # [N, r, d_in]
+    B_p = apply_mask(B, magnitude_mask(B, p["keep"]))  # [N, d_out, r]
+    dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
+    s_a = s_b = None
+    if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
+        s_a = clamp_low(complementary_scale(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
+    if variant in ("scale_b_from_b", "scale_both"):
+        Bt, Bt_p = B.transpose(1, 2), B_p.transpose(1, 2)  # [N, r, d_out]
+        s_b = clamp_low(complementary_scale(Bt, Bt_p, dtype), p["clamp_ratio"])  # [N, r]
+    if variant in ("full", "no_norm"):
+        return plain_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
+    a_star = weighted_sum(A_p, s_a, lam_a, True, dim=1) if s_a is not None and variant != "scale_b_from_b" \
+        else plain_sum(A_p, lam_a)
+    b_star = weighted_sum(B_p, s_b, lam_b, True, dim=2) if s_b is not None else plain_sum(B_p, lam_b)
+    return a_star, b_star
