@@ -1,0 +1,145 @@
+"""Command line: ``robustmerge merge``, ``robustmerge methods``, ``robustmerge example``.
+
+Errors a user can cause print one line ``robustmerge: error: ...`` and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MergeInputError
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise MergeInputError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _read_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise MergeInputError(f"{p}: config file not found")
+    try:
+        cfg = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MergeInputError(f"{p}: not valid YAML ({exc})") from exc
+    allowed = {"method", "preset", "params", "adapters", "out", "device", "seed", "extras", "write_bin", "overwrite"}
+    if not isinstance(cfg, dict) or set(cfg) - allowed:
+        raise MergeInputError(f"{p}: expected a mapping with keys among {sorted(allowed)}, found {sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__}")
+    return cfg
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .driver import merge_to_folder
+
+    cfg = _read_config(args.config)
+    params = dict(cfg.get("params") or {})
+    params.update(_parse_set(args.set or []))
+    adapters = args.adapters or cfg.get("adapters")
+    out = args.out or cfg.get("out")
+    if not adapters or not out:
+        raise MergeInputError("--adapters DIR [DIR ...] and --out DIR are required (or give them in --config)")
+    record = merge_to_folder(
+        adapters, out,
+        method=args.method or cfg.get("method", "robustmerge"),
+        preset=args.preset or cfg.get("preset"),
+        params=params,
+        device=args.device or cfg.get("device", "cpu"),
+        seed=args.seed if args.seed is not None else int(cfg.get("seed", 0)),
+        extras=args.extras or cfg.get("extras", "mean"),
+        overwrite=args.overwrite or bool(cfg.get("overwrite", False)),
+        write_bin=args.write_bin or bool(cfg.get("write_bin", False)),
+        progress=not args.quiet,
+    )
+    params_text = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+    print(f"merged {len(record['inputs'])} adapters with {record['method']}"
+          f"{' (' + record['preset'] + ')' if record['preset'] else ''} [{params_text}] -> {out} "
+          f"in {record['wall_time_s']:.2f} s")
+    for line in record["harmonisation"]:
+        print(f"  {line}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import REGISTRY
+
+    if args.json:
+        print(json.dumps({
+            name: {"summary": m.summary, "paper": m.paper, "presets": m.presets, "default_preset": m.default_preset,
+                   "params": {p.name: {"default": p.default, "range": p.range_text(), "doc": p.doc} for p in m.params}}
+            for name, m in sorted(REGISTRY.items())}, indent=2))
+        return 0
+    for name, m in sorted(REGISTRY.items()):
+        print(f"{name}: {m.summary}")
+        print(f"  paper: {m.paper}")
+        for p in m.params:
+            print(f"  --set {p.name}=<{p.kind.__name__}>  default {p.default!r}, range {p.range_text()}: {p.doc}")
+        for preset, values in m.presets.items():
+            default = " (default)" if preset == m.default_preset else ""
+            print(f"  --preset {preset}{default}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        print()
+    return 0
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    from .example import run_example
+
+    return run_example(Path(args.out), seed=args.seed, overwrite=args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustmerge", description="Merge LoRA task adapters (RobustMerge and baselines).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("merge", help="merge task adapters into one adapter folder")
+    m.add_argument("--method", help="merge rule (see `robustmerge methods`); default robustmerge")
+    m.add_argument("--adapters", nargs="+", metavar="DIR", help="task adapter folders, in merge order")
+    m.add_argument("--out", metavar="DIR", help="output folder (must not exist or be empty, unless --overwrite)")
+    m.add_argument("--preset", help="named parameter preset (robustmerge: official | paper)")
+    m.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a parameter (repeatable)")
+    m.add_argument("--config", metavar="FILE.yaml", help="YAML with method/preset/params/adapters/out/...; flags win")
+    m.add_argument("--device", help="cpu | cuda[:N] | auto (default cpu)")
+    m.add_argument("--seed", type=int, help="seed for randomised rules (DARE); default 0")
+    m.add_argument("--extras", choices=("mean", "first", "drop"), help="rule for non-LoRA weights (projector); default mean")
+    m.add_argument("--write-bin", action="store_true", help="also write the legacy adapter_model.bin")
+    m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_merge)
+
+    ls = sub.add_parser("methods", help="list merge methods, their parameters, defaults and papers")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_methods)
+
+    ex = sub.add_parser("example", help="generate tiny task adapters and merge them with every method")
+    ex.add_argument("--out", default="results/example", help="folder for the generated adapters and merges")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(func=cmd_example)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MergeInputError as exc:
+        print(f"robustmerge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

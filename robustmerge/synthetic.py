@@ -1,0 +1,126 @@
+"""Synthetic LoRA task adapters in the LLaVA task-folder layout, for tests, the example and
+the benchmarks (no model or data download needed).
+
+Factors look like trained LoRA factors: each lora_A row is uniform in ±1/sqrt(d_in) times a
+per-row log-normal scale, plus sparse heavy-tailed entries; each lora_B column is Gaussian
+with its own scale. Tasks share a common component (``shared``) so merges have something
+in common to keep.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .io import SafetensorsStreamWriter
+
+PROJ = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+        ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The LoRA-relevant sizes of a LLaVA-1.5 language model."""
+
+    layers: int = 2
+    hidden: int = 64
+    intermediate: int = 128
+    mm_hidden: int = 64
+
+    def modules(self) -> list[tuple[str, int, int]]:
+        """(module name, d_in, d_out) in LLaVA's key order."""
+        h, i = self.hidden, self.intermediate
+        dims = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return [(f"base_model.model.model.layers.{layer}.{block}.{proj}", *dims[proj])
+                for layer in range(self.layers) for block, proj in PROJ]
+
+    def projector(self) -> list[tuple[str, tuple[int, ...]]]:
+        p, h = "base_model.model.model.mm_projector", self.hidden
+        return [(f"{p}.0.weight", (h, self.mm_hidden)), (f"{p}.0.bias", (h,)),
+                (f"{p}.2.weight", (h, h)), (f"{p}.2.bias", (h,))]
+
+
+LLAVA_7B = LlamaShape(layers=32, hidden=4096, intermediate=11008, mm_hidden=1024)
+
+
+def lora_factors(d_in: int, d_out: int, r: int, gen: torch.Generator, shared: tuple | None = None,
+                 share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One module's (A [r, d_in], B [d_out, r]) float32, optionally mixed with a shared pair."""
+    bound = d_in ** -0.5
+    row_scale = torch.exp(0.3 * torch.randn(r, 1, generator=gen))
+    a = (torch.rand(r, d_in, generator=gen) * 2 - 1) * bound * row_scale
+    density = 0.01 + 0.24 * torch.rand(r, 1, generator=gen)
+    u = torch.rand(r, d_in, generator=gen) - 0.5
+    laplace = -1.5 * bound * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace(0, 1.5·bound)
+    spikes = (torch.rand(r, d_in, generator=gen) < density) * laplace
+    a = a + spikes
+    col_scale = 10 ** (-3.3 + 1.6 * torch.rand(1, r, generator=gen))
+    b = torch.randn(d_out, r, generator=gen) * col_scale
+    if shared is not None:
+        a = share * shared[0] + (1 - share) * a
+        b = share * shared[1] + (1 - share) * b
+    return a, b
+
+
+def write_task_adapters(root: Path, n_tasks: int, shape: LlamaShape = LlamaShape(), r: int = 8, alpha: float = 16,
+                        dtype: torch.dtype = torch.float32, seed: int = 0, fmt: str = "safetensors",
+                        with_extras: bool = True, share: float = 0.5, names: list[str] | None = None) -> list[Path]:
+    """Write ``n_tasks`` LLaVA LoRA task folders under ``root``; returns their paths.
+
+    Tensors are generated and written one module at a time (safetensors) so that 7B-shaped
+    sets fit in little memory. ``fmt='bin'`` writes the legacy torch pickle instead.
+    """
+    names = names or [f"task{n}" for n in range(n_tasks)]
+    folders = []
+    for n, name in enumerate(names):
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_one(folder, n, shape, r, alpha, dtype, seed, fmt, with_extras, share)
+        folders.append(folder)
+    return folders
+
+
+def _module_tensors(shape: LlamaShape, r: int, dtype: torch.dtype, seed: int, task: int, share: float):
+    for m, (name, d_in, d_out) in enumerate(shape.modules()):
+        shared_gen = torch.Generator().manual_seed(seed * 1_000_003 + m)
+        shared = lora_factors(d_in, d_out, r, shared_gen) if share > 0 else None
+        gen = torch.Generator().manual_seed((seed + 1) * 1_000_033 + task * 10_007 + m)
+        a, b = lora_factors(d_in, d_out, r, gen, shared, share)
+        yield f"{name}.lora_A.weight", a.to(dtype)
+        yield f"{name}.lora_B.weight", b.to(dtype)
+
+
+def _write_one(folder: Path, task: int, shape: LlamaShape, r: int, alpha: float, dtype: torch.dtype, seed: int,
+               fmt: str, with_extras: bool, share: float) -> None:
+    if fmt == "safetensors":
+        layout = [(f"{name}.lora_{f}.weight", (r, d_in) if f == "A" else (d_out, r), dtype)
+                  for name, d_in, d_out in shape.modules() for f in "AB"]
+        writer = SafetensorsStreamWriter(folder / "adapter_model.safetensors", layout)
+        for key, t in _module_tensors(shape, r, dtype, seed, task, share):
+            writer.write(key, t)
+        writer.close()
+    elif fmt == "bin":
+        torch.save(dict(_module_tensors(shape, r, dtype, seed, task, share)), folder / "adapter_model.bin")
+    else:
+        raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
+    if with_extras:
+        gen = torch.Generator().manual_seed(seed * 31 + 17)
+        tgen = torch.Generator().manual_seed(seed * 31 + 1000 + task)
+        extras = {k: (0.05 * torch.randn(s, generator=gen) + 0.01 * torch.randn(s, generator=tgen)).to(dtype)
+                  for k, s in shape.projector()}
+        torch.save(extras, folder / "non_lora_trainables.bin")
+    config = {
+        "base_model_name_or_path": "llava-v1.5-tiny", "bias": "none", "fan_in_fan_out": False,
+        "inference_mode": True, "init_lora_weights": True, "lora_alpha": alpha, "lora_dropout": 0.05,
+        "modules_to_save": None, "peft_type": "LORA", "r": r, "revision": None,
+        "target_modules": [p for _, p in PROJ], "task_type": "CAUSAL_LM",
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"], "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate, "num_hidden_layers": shape.layers, "mm_hidden_size": shape.mm_hidden,
+        "mm_projector_type": "mlp2x_gelu",
+    }, indent=2) + "\n")

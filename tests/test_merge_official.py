@@ -1,0 +1,113 @@
+"""The `official` preset reproduces the released RobustMerge merge (../shared/fixtures/official_merge).
+
+Tolerance: zero. Every case, the float32 ones and the bfloat16 one (case_b), is compared with
+torch.equal: the implementation follows the released arithmetic (thresholds, S and the B
+denominator in the stored dtype, float32 numerators accumulated in task order, the
+projector as a running mean in the stored dtype), so no rounding slack is needed. The
+spec's fallback tolerance for bf16 (rtol 1e-2) would hide a one-ulp change of S.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from robustmerge import load_adapter_set, merge
+
+FIXTURES = Path(os.environ.get("LLAVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+CASES = FIXTURES / "official_merge"
+CASE_NAMES = ["case_a", "case_b", "case_c", "case_d"]
+
+
+def case_setup(name):
+    case = json.loads((CASES / name / "case.json").read_text())
+    params = dict(keep=case["keep_fraction"], clamp_ratio=case["clamp_ratio"], lam=case["lambda"])
+    return case, [CASES / name / t for t in case["task_folders"]], params
+
+
+def expected(name):
+    exp = torch.load(CASES / name / "expected" / "adapter_model.bin", weights_only=True)
+    proj = torch.load(CASES / name / "expected" / "non_lora_trainables.bin", weights_only=True)
+    return exp, proj
+
+
+def assert_identical(got: dict, want: dict):
+    assert list(got) == list(want)  # same keys, same order
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        assert got[k].shape == want[k].shape, k
+        assert torch.equal(got[k], want[k]), f"{k}: max abs diff {(got[k].float() - want[k].float()).abs().max()}"
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_official_preset_is_bit_exact(name):
+    case, folders, params = case_setup(name)
+    result = merge(load_adapter_set(folders), "robustmerge", preset="official", params=params)
+    exp, proj = expected(name)
+    assert_identical(result.tensors, exp)
+    assert_identical(result.extras, proj)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_kept_counts_match_summary(name):
+    """Masks: per tensor and task, the kept count and threshold equal the fixture's summary."""
+    from robustmerge.methods.common import magnitude_mask
+
+    case, folders, params = case_setup(name)
+    summary = json.loads((CASES / name / "expected" / "summary.json").read_text())["lora_tensors"]
+    adapters = load_adapter_set(folders)
+    checked = 0
+    for module in adapters.modules:
+        A, B = adapters.factors(module)
+        a_key, b_key = adapters.tasks[0].modules[module]
+        for key, x in ((a_key, A), (b_key, B)):
+            info = summary[key]
+            kept = magnitude_mask(x, params["keep"]).reshape(x.shape[0], -1).sum(1).tolist()
+            want = info["kept_count_per_task"]
+            assert kept == want, key
+            checked += 1
+    assert checked == 2 * len(adapters.modules)
+
+
+def test_official_is_the_default_preset():
+    _, folders, _ = case_setup("case_a")
+    default = merge(load_adapter_set(folders), "robustmerge")
+    exp, _ = expected("case_a")
+    assert_identical(default.tensors, exp)
+
+
+@pytest.mark.parametrize("name", ["case_b", "case_c"])
+def test_cli_output_folder_matches_fixture(name, tmp_path):
+    case, folders, params = case_setup(name)
+    out = tmp_path / "merged"
+    cmd = [sys.executable, "-m", "robustmerge", "merge", "--method", "robustmerge", "--preset", "official",
+           "--adapters", *map(str, folders), "--out", str(out), "--write-bin", "-q"]
+    cmd += [f"--set=keep={params['keep']}", f"--set=clamp_ratio={params['clamp_ratio']}", f"--set=lam={params['lam']}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    exp, proj = expected(name)
+    st = load_file(out / "adapter_model.safetensors")
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "pt"
+    assert_identical({k: st[k] for k in exp}, exp)
+    assert set(st) == set(exp)
+    assert_identical(torch.load(out / "adapter_model.bin", weights_only=True), exp)
+    assert_identical(torch.load(out / "non_lora_trainables.bin", weights_only=True), proj)
+    assert (out / "adapter_config.json").read_bytes() == (CASES / name / "expected" / "adapter_config.json").read_bytes() or \
+        json.loads((out / "adapter_config.json").read_text()) == json.loads((CASES / name / "expected" / "adapter_config.json").read_text())
+    assert (out / "config.json").read_bytes() == (folders[0] / "config.json").read_bytes()
+    record = json.loads((out / "merge_record.json").read_text())
+    assert record["method"] == "robustmerge" and record["preset"] == "official"
+    assert record["params"]["keep"] == params["keep"] and record["params"]["lam"] == params["lam"]
+    assert record["task_order"] == case["task_order"]
+    import hashlib
+    assert record["inputs"][0]["sha256"] == hashlib.sha256((folders[0] / "adapter_model.bin").read_bytes()).hexdigest()
+    assert record["inputs"][0]["r"] == [case["r"]] and record["inputs"][0]["lora_alpha"] == case["lora_alpha"]
+    assert "merged as stored" in record["harmonisation"][0]
+    assert {"torch", "robustmerge", "python"} <= set(record["versions"])
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left
