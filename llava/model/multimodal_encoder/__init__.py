@@ -1,0 +1,1 @@
+"""Vision encoders: the CLIP tower LLaVA-1.5 uses, loaded from a local folder."""

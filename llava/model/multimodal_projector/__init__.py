@@ -1,0 +1,1 @@
+"""Projectors from vision features to the language model's embedding space."""
