@@ -1,0 +1,314 @@
+"""Results tables in the paper's layout, built from ``results/<run>/<task>/result.json``.
+
+Usage::
+
+    python -m robustmerge.table [--results results] [--runs zero-shot,ties,robustmerge]
+        [--reference paper] [--out-md table.md] [--out-csv table.csv]
+
+Layout (two Markdown tables like the paper, one CSV with every column):
+
+- MM-MergeBench: the eight seen tasks, their average, the four unseen tasks, their average;
+- POPE / MME / MMBench.
+
+Rows are runs (folders of ``--results``), in ``--runs`` order, or by default alphabetical
+with ``zero-shot``, ``individual`` and ``multi-task`` first when present. With
+``--reference paper`` each run whose name stands for a paper method (see
+:mod:`robustmerge.paper_numbers`) is followed by the paper's row and a "Δ vs paper" row.
+
+Each cell is the result's ``metrics[headline]``. Missing results print as "–" with a
+footnote, and an average with any missing cell is itself missing (never an average over
+fewer tasks). Numbers from the ``strict`` protocol carry "*"; unmarked ones are ``official``.
+The CSV has one line per row (``run``, ``kind`` = run / paper / delta, ``label``), numbers
+rounded to 6 decimals, empty missing cells and a ``protocol`` column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from robustmerge.paper_numbers import PAPER, normalize_name, paper_method
+
+logger = logging.getLogger(__name__)
+
+SEEN = ("ScienceQA", "ImageNet", "VQAv2", "REC", "OCRVQA", "VizWiz", "Flickr30k", "IconQA")
+UNSEEN = ("AOKVQA", "ImageNet-R", "Screen2Words", "TabMWP")
+GENERAL = ("POPE", "MME", "MMBench")
+TASKS = SEEN + UNSEEN + GENERAL
+SEEN_AVG, UNSEEN_AVG = "seen avg", "unseen avg"
+MERGEBENCH_COLUMNS = SEEN + (SEEN_AVG,) + UNSEEN + (UNSEEN_AVG,)
+COLUMNS = MERGEBENCH_COLUMNS + GENERAL
+AVERAGES = {SEEN_AVG: SEEN, UNSEEN_AVG: UNSEEN}
+DECIMALS = {c: 1 for c in GENERAL}          # others: 2, as in the paper
+FIRST_RUNS = ("zero-shot", "individual", "multi-task")
+MISSING = "–"
+STRICT_MARK = "*"
+
+
+class TableError(Exception):
+    """A problem with the results tree a user can fix; the message names the file."""
+
+
+@dataclass
+class Cell:
+    """One task's number for one run; ``value`` None = missing (``why`` says why)."""
+
+    value: float | None = None
+    protocol: str | None = None
+    why: str = ""
+    note: str = ""      # e.g. unanswered questions in an otherwise valid result
+
+
+@dataclass
+class Row:
+    """A table row: ``kind`` is "run", "paper" or "delta"."""
+
+    label: str
+    kind: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+    run: str = ""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_result(path: Path, task: str) -> Cell:
+    """Read one result.json into a :class:`Cell` (its ``metrics[headline]`` and protocol)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise TableError(f"{path}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise TableError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); re-run the scorer") from None
+    if not isinstance(data, dict) or not {"metrics", "headline", "protocol"} <= data.keys():
+        raise TableError(f"{path}: not a result file (needs metrics, headline, protocol)")
+    if data.get("task", task) != task:
+        raise TableError(f"{path}: holds task {data['task']!r} but sits in the {task!r} folder")
+    value = data["metrics"].get(data["headline"])
+    if not isinstance(value, (int, float)):
+        raise TableError(f"{path}: headline {data['headline']!r} has no numeric value in metrics")
+    counts = data.get("counts") or {}
+    note = ""
+    if counts.get("missing"):
+        note = f"{counts['missing']} of {counts.get('questions', '?')} questions unanswered"
+    return Cell(float(value), str(data["protocol"]), note=note)
+
+
+def discover_runs(results_dir: Path) -> list[str]:
+    """Run folders of ``results_dir`` (sub-folders, hidden ones excluded)."""
+    if not results_dir.is_dir():
+        raise TableError(f"{results_dir}: results folder not found; pass --results DIR")
+    return [p.name for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def order_runs(runs: Sequence[str], first: Sequence[str] = FIRST_RUNS) -> list[str]:
+    """``first`` (matched case- and punctuation-insensitively) in that order, then the rest
+    alphabetically (case-insensitive)."""
+    rank = {normalize_name(n): i for i, n in enumerate(first)}
+    return sorted(runs, key=lambda r: (rank.get(normalize_name(r), len(rank)), r.lower(), r))
+
+
+def collect(results_dir: Path, runs: Sequence[str]) -> dict[str, dict[str, Cell]]:
+    """``{run: {task: Cell}}`` for every task of the layout; absent files become missing cells."""
+    out = {}
+    for run in runs:
+        run_dir = results_dir / run
+        cells = {}
+        for task in TASKS:
+            path = run_dir / task / "result.json"
+            if path.is_file():
+                cells[task] = load_result(path, task)
+            else:
+                cells[task] = Cell(why="no folder for this run" if not run_dir.is_dir() else "no result.json")
+        _warn_unknown(run_dir)
+        out[run] = cells
+    return out
+
+
+def _warn_unknown(run_dir: Path) -> None:
+    if run_dir.is_dir():
+        odd = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in TASKS)
+        if odd:
+            logger.warning("%s: ignoring folder(s) %s (not a task of the table)", run_dir, odd)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def with_averages(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """Add the seen and unseen averages; an average is missing if any of its cells is."""
+    out = dict(cells)
+    for avg, tasks in AVERAGES.items():
+        lacking = [t for t in tasks if cells[t].value is None]
+        if lacking:
+            out[avg] = Cell(why="missing " + ", ".join(lacking))
+        else:
+            protocols = {cells[t].protocol for t in tasks}
+            out[avg] = Cell(sum(cells[t].value for t in tasks) / len(tasks),
+                            protocols.pop() if len(protocols) == 1 else "mixed")
+    return out
+
+
+def reference_rows(run: str, run_cells: dict[str, Cell]) -> list[Row]:
+    """The paper's row for ``run`` and the difference row (run − paper); [] if no match."""
+    method = paper_method(run)
+    if method is None:
+        return []
+    ref = PAPER[method]
+    paper = Row(f"paper: {method}", "paper", {c: Cell(ref.get(c), None) for c in COLUMNS}, run)
+    delta = Row("Δ vs paper", "delta", run=run)
+    for c in COLUMNS:
+        mine, theirs = run_cells[c].value, ref.get(c)
+        both = mine is not None and theirs is not None
+        delta.cells[c] = Cell(mine - theirs if both else None, None)
+    return [paper, delta]
+
+
+def build_rows(collected: dict[str, dict[str, Cell]], reference: str | None = None) -> list[Row]:
+    """Run rows (with averages) in the given order, each followed by its reference rows."""
+    rows = []
+    for run, cells in collected.items():
+        full = with_averages(cells)
+        rows.append(Row(run, "run", full, run))
+        if reference == "paper":
+            rows += reference_rows(run, full)
+    return rows
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def format_cell(row: Row, column: str) -> str:
+    """Fixed decimals (2, or 1 for POPE/MME/MMBench); signed for Δ rows; "*" for strict."""
+    cell = row.cells[column]
+    if cell.value is None:
+        return MISSING if row.kind == "run" else ""
+    d = DECIMALS.get(column, 2)
+    text = f"{cell.value:+.{d}f}" if row.kind == "delta" else f"{cell.value:.{d}f}"
+    return text + (STRICT_MARK if cell.protocol in ("strict", "mixed") else "")
+
+
+def row_protocol(row: Row) -> str:
+    """"official", "strict", "mixed (strict: A, B)" or "" (reference rows / nothing found)."""
+    found = {t: row.cells[t].protocol for t in TASKS if row.cells[t].protocol}
+    kinds = set(found.values())
+    if len(kinds) <= 1:
+        return kinds.pop() if kinds else ""
+    strict = [t for t, p in found.items() if p == "strict"]
+    return f"mixed (strict: {', '.join(strict)})"
+
+
+def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
+    lines = ["| run | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append(f"| {row.label} | " + " | ".join(format_cell(row, c) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def footnotes(rows: Sequence[Row], results_dir: Path) -> list[str]:
+    """Explanations: protocol markers, every missing cell and every incomplete result."""
+    notes = [f"Unmarked numbers use the official protocol; {STRICT_MARK} = strict protocol (or an "
+             "average over a strict number).",
+             f"{MISSING} = missing; an average is missing when any of its tasks is."]
+    for row in (r for r in rows if r.kind == "run"):
+        for c in COLUMNS:
+            cell = row.cells[c]
+            if cell.value is None:
+                notes.append(f"{MISSING} {row.label} / {c}: {cell.why}")
+            elif cell.note:
+                notes.append(f"{row.label} / {c}: {cell.note}")
+    if any(r.kind == "paper" for r in rows):
+        notes.append("paper rows: numbers printed in the RobustMerge paper (LLaVA-1.5-7B, LoRA rank 16); "
+                     "their averages are the paper's")
+    notes.append(f"source: {results_dir}/<run>/<task>/result.json (metrics[headline])")
+    return notes
+
+
+def render_markdown(rows: Sequence[Row], results_dir: Path) -> str:
+    """Two tables (MM-MergeBench; POPE / MME / MMBench), a protocol column and footnotes."""
+    parts = ["### MM-MergeBench", "", markdown_table(rows, MERGEBENCH_COLUMNS), "",
+             "### POPE / MME / MMBench", "", markdown_table(rows, GENERAL), "",
+             "Protocols: " + "; ".join(f"{r.label}: {row_protocol(r) or 'none'}"
+                                      for r in rows if r.kind == "run"), ""]
+    parts += [f"- {n}" for n in footnotes(rows, results_dir)]
+    return "\n".join(parts) + "\n"
+
+
+def render_csv(rows: Sequence[Row]) -> str:
+    """One CSV row per table row: run, kind (run / paper / delta), label, every column
+    (rounded to 6 decimals, empty when missing), protocol."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", "kind", "label", *COLUMNS, "protocol"])
+    for row in rows:
+        values = ["" if row.cells[c].value is None else repr(round(row.cells[c].value, 6)) for c in COLUMNS]
+        writer.writerow([row.run, row.kind, row.label, *values, row_protocol(row)])
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def make_table(results_dir: str | Path, runs: Sequence[str] | None = None,
+               reference: str | None = None) -> list[Row]:
+    """Collect the results and build the rows (``runs`` None = every run folder, default order)."""
+    results_dir = Path(results_dir)
+    if runs is None:
+        runs = order_runs(discover_runs(results_dir))
+        if not runs:
+            raise TableError(f"{results_dir}: no run folders found")
+    elif not results_dir.is_dir():
+        raise TableError(f"{results_dir}: results folder not found; pass --results DIR")
+    return build_rows(collect(results_dir, runs), reference)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; exit status 2 with one message on a bad results tree."""
+    p = argparse.ArgumentParser(prog="python -m robustmerge.table", description=__doc__.split("\n")[0])
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--runs", default=None, help="comma-separated runs in row order (default: all)")
+    p.add_argument("--reference", choices=("paper",), default=None, help="add the paper's rows and differences")
+    p.add_argument("--out-md", default=None, help="also write the Markdown here")
+    p.add_argument("--out-csv", default=None, help="write the CSV here")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
+    try:
+        rows = make_table(args.results, runs, args.reference)
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    md = render_markdown(rows, Path(args.results))
+    print(md, end="")
+    if args.out_md:
+        _write_atomic(Path(args.out_md), md)
+    if args.out_csv:
+        _write_atomic(Path(args.out_csv), render_csv(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
