@@ -6,7 +6,7 @@ fine-tuned projector: the "extra" weights, merged separately) and ``config.json`
 
 Reading is lazy: opening an :class:`AdapterSet` reads configs and key lists only; the
 tensors of one module are read when the merge driver asks for them (safetensors through
-``safe_open``, ``.bin`` through ``torch.load(mmap=True, weights_only=True)``), so memory
+``os.pread`` at header offsets, ``.bin`` through ``torch.load(mmap=True, weights_only=True)``), so memory
 holds one module of every task at a time. :meth:`AdapterSet.materialize` keeps every
 tensor in memory instead, for sweeps that merge the same set many times.
 
@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,11 +51,21 @@ _ST_DTYPES = {
 class TensorFile:
     """Lazy access to the tensors of one weight file (safetensors or torch pickle)."""
 
+    REMAP_BYTES = 64 << 20
+
     def __init__(self, path: Path):
         self.path = path
         self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None
+        self._offsets: dict[str, tuple[int, int]] = {}
+        self._data_start = 0
         self._bin: dict[str, torch.Tensor] | None = None
-        self._handle = None
+        self._served = 0
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     def meta(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """key -> (shape, dtype), in file order, without reading tensor data."""
@@ -66,6 +77,7 @@ class TensorFile:
                     if v.get("dtype") not in _ST_DTYPES:
                         raise MergeInputError(f"{self.path}: tensor {k!r} has unsupported dtype {v.get('dtype')}")
                     self._meta[k] = (tuple(v["shape"]), _ST_DTYPES[v["dtype"]])
+                    self._offsets[k] = tuple(v["data_offsets"])
             else:
                 self._meta = {k: (tuple(t.shape), t.dtype) for k, t in self._bin_dict().items()}
         return self._meta
@@ -74,19 +86,42 @@ class TensorFile:
         return list(self.meta())
 
     def get(self, key: str) -> torch.Tensor:
-        if self.path.suffix != ".safetensors":
-            return self._bin_dict()[key]
-        from safetensors import safe_open
+        """One tensor, read on demand into memory of its own.
 
+        safetensors: read with ``os.pread`` at the offsets of the header (no memory map, so
+        the process's resident memory holds only what the merge is working on).
+        ``.bin``: ``torch.load(mmap=True, weights_only=True)``; the tensor is copied out and
+        the mapping is dropped after :attr:`REMAP_BYTES` bytes, which bounds resident memory.
+        """
+        if self.path.suffix != ".safetensors":
+            with self._lock:  # the driver reads modules from several threads
+                tensor = self._bin_dict()[key].clone()
+                self._served += tensor.numel() * tensor.element_size()
+                if self._served > self.REMAP_BYTES:
+                    self._bin, self._served = None, 0
+            return tensor
+        shape, dtype = self.meta()[key]
+        begin, end = self._offsets[key]
+        buf = bytearray(end - begin)
         try:
-            if self._handle is None:
-                self._handle = safe_open(str(self.path), framework="pt")
-            return self._handle.get_tensor(key)
-        except Exception as exc:
-            raise MergeInputError(
-                f"{self.path}: cannot read tensor {key!r} ({exc}); the file looks truncated "
-                "or corrupt: copy it again from its source"
-            ) from exc
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+            got = os.preadv(self._fd, [buf], self._data_start + begin)  # pread: safe across threads
+        except OSError as exc:
+            raise MergeInputError(f"{self.path}: cannot read tensor {key!r} ({exc}); copy the file again") from exc
+        if got != len(buf):
+            raise MergeInputError(f"{self.path}: tensor {key!r} is truncated; copy the file again from its source")
+        if not buf:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        """Release the file descriptor and any memory map."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._bin = None
 
     def _read_safetensors_header(self) -> dict:
         # Read and check the header by hand so that a truncated file names itself clearly.
@@ -99,6 +134,7 @@ class TensorFile:
                 header = json.loads(f.read(n))
             header.pop("__metadata__", None)
             end = max((v["data_offsets"][1] for v in header.values()), default=0)
+            self._data_start = 8 + n
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MergeInputError(
                 f"{self.path}: not a readable safetensors file ({exc}); copy it again from its source"
@@ -361,7 +397,7 @@ class AdapterSet:
             a_key, b_key = t.modules[module]
             a, b = t.weights.get(a_key), t.weights.get(b_key)
             for key, x in ((a_key, a), (b_key, b)):
-                if not torch.isfinite(x).all():
+                if not all_finite(x):
                     raise MergeInputError(
                         f"{t.weight_file}: tensor {key!r} holds NaN or Inf values; the adapter's "
                         "training diverged or the file is corrupt: use another checkpoint"
@@ -379,6 +415,15 @@ class AdapterSet:
         if self._cache is None:
             self._cache = {m: self.factors(m) for m in self.modules}
         return self
+
+    def subset(self, indices: list[int]) -> "AdapterSet":
+        """The set of some of the tasks (in the given order). Reuses this set's in-memory
+        tensors when it is materialised and the subset harmonises the same way."""
+        sub = AdapterSet([self.tasks[i] for i in indices])
+        if self._cache is not None and (sub.fold_scaling, sub.rank) == (self.fold_scaling, self.rank):
+            idx = torch.tensor(indices)
+            sub._cache = {m: (A[idx], B[idx]) for m, (A, B) in self._cache.items()}
+        return sub
 
     def output_config(self) -> dict:
         """adapter_config.json for the merged adapter."""
@@ -415,15 +460,24 @@ class AdapterSet:
                 )
         return list(metas[0])
 
-    def extra_tensors(self, key: str) -> list[torch.Tensor]:
-        """One extra weight from every task (stored dtype), NaN/Inf-checked."""
-        out = []
-        for t in self.tasks:
-            x = t.extras.get(key)
-            if not torch.isfinite(x).all():
-                raise MergeInputError(f"{t.extra_file}: tensor {key!r} holds NaN or Inf values; use another checkpoint")
-            out.append(x)
-        return out
+    def extra_tensor(self, task: int, key: str) -> torch.Tensor:
+        """One extra weight of one task (stored dtype), NaN/Inf-checked."""
+        t = self.tasks[task]
+        x = t.extras.get(key)
+        if not all_finite(x):
+            raise MergeInputError(f"{t.extra_file}: tensor {key!r} holds NaN or Inf values; use another checkpoint")
+        return x
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when x holds no NaN or Inf. One float32 sum decides the common case (a NaN or Inf
+    makes it non-finite); only a non-finite sum, which huge finite values could also give,
+    pays for the element-wise check."""
+    if x.numel() == 0:
+        return True
+    if torch.isfinite(x.float().sum() if x.dtype != torch.float64 else x.sum()):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 def _shape2(t: TaskAdapter, key: str) -> tuple[tuple[int, int], torch.dtype]:

@@ -16,7 +16,9 @@ import logging
 import platform
 import shutil
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -45,20 +47,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def merge_extras(tensors: list[torch.Tensor], rule: str) -> torch.Tensor:
-    """Merge one extra (non-LoRA) weight across tasks, in its stored dtype.
+def merge_extras(adapters: AdapterSet, rule: str) -> dict[str, torch.Tensor]:
+    """Merge the extra (non-LoRA) weights of all tasks, in their stored dtype, one task's
+    file at a time (its memory is released before the next is read).
 
-    mean: the released running mean, m = (1/N)·P_0, then m = m + (1/N)·P_n for n >= 1,
-          every step in the stored dtype (not an exact mean rounded once).
-    first: the first task's tensor.
+    mean: the released running mean per key, m = (1/N)·P_0, then m = m + (1/N)·P_n for
+          n >= 1, every step in the stored dtype (not an exact mean rounded once).
+    first: the first task's tensors.
+    drop: nothing.
     """
-    if rule == "first":
-        return tensors[0].clone()
-    coef = 1.0 / len(tensors)
-    merged = coef * tensors[0]
-    for t in tensors[1:]:
-        merged = merged + coef * t
-    return merged
+    if rule == "drop":
+        return {}
+    keys, n, merged = adapters.extra_keys(), adapters.n, {}
+    for i, task in enumerate(adapters.tasks[: 1 if rule == "first" else None]):
+        for key in keys:
+            x = adapters.extra_tensor(i, key)
+            merged[key] = x if rule == "first" else (1.0 / n) * x if i == 0 else merged[key] + (1.0 / n) * x
+        task.extras.close()
+    return {strip_extra_key(k): v for k, v in merged.items()}
 
 
 @dataclass
@@ -86,21 +92,36 @@ class Plan:
         return cls(adapters, method, preset if preset is not None else m.default_preset, resolved,
                    resolve_device(device), seed, extras)
 
-    def modules(self, progress: bool = False) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """Yield (module, A* [r, d_in], B* [d_out, r]) float32 on CPU, one module at a time."""
+    def modules(self, progress: bool = False, workers: int = 2) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """Yield (module, A* [r, d_in], B* [d_out, r]) float32 on CPU, in module order.
+
+        Modules are read and merged by ``workers`` threads, at most ``2·workers`` modules
+        ahead of the consumer (torch releases the GIL), so memory stays bounded; each module's
+        result does not depend on the threading.
+        """
         m = get_method(self.method)
         stats = m.prepare(self.adapters, self.params) if m.prepare else {}
-        for module in tqdm(self.adapters.modules, desc=f"merge ({self.method})", unit="module", disable=not progress):
+
+        def one(module: str) -> tuple[str, torch.Tensor, torch.Tensor]:
             A, B = self.adapters.factors(module)
-            ctx = ModuleContext(module, self.seed, stats)
-            a, b = m.rule(A.to(self.device), B.to(self.device), self.params, ctx)
-            yield module, a.float().cpu(), b.float().cpu()
+            a, b = m.rule(A.to(self.device), B.to(self.device), self.params, ModuleContext(module, self.seed, stats))
+            return module, a.float().cpu(), b.float().cpu()
+
+        names = iter(self.adapters.modules)
+        bar = tqdm(total=len(self.adapters.modules), desc=f"merge ({self.method})", unit="module", disable=not progress)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending = deque(pool.submit(one, name) for name in islice(names, 2 * max(1, workers)))
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(names, None)
+                if nxt is not None:
+                    pending.append(pool.submit(one, nxt))
+                bar.update(1)
+                yield result
+        bar.close()
 
     def merged_extras(self) -> dict[str, torch.Tensor]:
-        if self.extras == "drop":
-            return {}
-        return {strip_extra_key(k): merge_extras(self.adapters.extra_tensors(k), self.extras)
-                for k in self.adapters.extra_keys()}
+        return merge_extras(self.adapters, self.extras)
 
     def describe(self) -> dict:
         return {

@@ -54,7 +54,7 @@ def lora_factors(d_in: int, d_out: int, r: int, gen: torch.Generator, shared: tu
     a = (torch.rand(r, d_in, generator=gen) * 2 - 1) * bound * row_scale
     density = 0.01 + 0.24 * torch.rand(r, 1, generator=gen)
     u = torch.rand(r, d_in, generator=gen) - 0.5
-    laplace = -1.5 * bound * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace(0, 1.5·bound)
+    laplace = -1.5 * bound * torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.4999999))  # Laplace(0, 1.5·bound)
     spikes = (torch.rand(r, d_in, generator=gen) < density) * laplace
     a = a + spikes
     col_scale = 10 ** (-3.3 + 1.6 * torch.rand(1, r, generator=gen))
@@ -70,42 +70,43 @@ def write_task_adapters(root: Path, n_tasks: int, shape: LlamaShape = LlamaShape
                         with_extras: bool = True, share: float = 0.5, names: list[str] | None = None) -> list[Path]:
     """Write ``n_tasks`` LLaVA LoRA task folders under ``root``; returns their paths.
 
-    Tensors are generated and written one module at a time (safetensors) so that 7B-shaped
-    sets fit in little memory. ``fmt='bin'`` writes the legacy torch pickle instead.
+    Modules are generated one at a time (the shared component once for all tasks) and
+    streamed into every task's safetensors file, so 7B-shaped sets need little memory.
+    ``fmt='bin'`` writes the legacy torch pickle instead.
     """
+    if fmt not in ("safetensors", "bin"):
+        raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
     names = names or [f"task{n}" for n in range(n_tasks)]
-    folders = []
-    for n, name in enumerate(names):
-        folder = Path(root) / name
+    folders = [Path(root) / name for name in names]
+    for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_one(folder, n, shape, r, alpha, dtype, seed, fmt, with_extras, share)
-        folders.append(folder)
-    return folders
-
-
-def _module_tensors(shape: LlamaShape, r: int, dtype: torch.dtype, seed: int, task: int, share: float):
+    layout = [(f"{name}.lora_{f}.weight", (r, d_in) if f == "A" else (d_out, r), dtype)
+              for name, d_in, d_out in shape.modules() for f in "AB"]
+    writers = [SafetensorsStreamWriter(f / "adapter_model.safetensors", layout) for f in folders] \
+        if fmt == "safetensors" else None
+    states: list[dict] = [{} for _ in folders]
     for m, (name, d_in, d_out) in enumerate(shape.modules()):
         shared_gen = torch.Generator().manual_seed(seed * 1_000_003 + m)
         shared = lora_factors(d_in, d_out, r, shared_gen) if share > 0 else None
-        gen = torch.Generator().manual_seed((seed + 1) * 1_000_033 + task * 10_007 + m)
-        a, b = lora_factors(d_in, d_out, r, gen, shared, share)
-        yield f"{name}.lora_A.weight", a.to(dtype)
-        yield f"{name}.lora_B.weight", b.to(dtype)
+        for task in range(len(folders)):
+            gen = torch.Generator().manual_seed((seed + 1) * 1_000_033 + task * 10_007 + m)
+            a, b = lora_factors(d_in, d_out, r, gen, shared, share)
+            for key, t in ((f"{name}.lora_A.weight", a.to(dtype)), (f"{name}.lora_B.weight", b.to(dtype))):
+                if writers:
+                    writers[task].write(key, t)
+                else:
+                    states[task][key] = t
+    for task, folder in enumerate(folders):
+        if writers:
+            writers[task].close()
+        else:
+            torch.save(states[task], folder / "adapter_model.bin")
+        _write_side_files(folder, task, shape, r, alpha, dtype, seed, with_extras)
+    return folders
 
 
-def _write_one(folder: Path, task: int, shape: LlamaShape, r: int, alpha: float, dtype: torch.dtype, seed: int,
-               fmt: str, with_extras: bool, share: float) -> None:
-    if fmt == "safetensors":
-        layout = [(f"{name}.lora_{f}.weight", (r, d_in) if f == "A" else (d_out, r), dtype)
-                  for name, d_in, d_out in shape.modules() for f in "AB"]
-        writer = SafetensorsStreamWriter(folder / "adapter_model.safetensors", layout)
-        for key, t in _module_tensors(shape, r, dtype, seed, task, share):
-            writer.write(key, t)
-        writer.close()
-    elif fmt == "bin":
-        torch.save(dict(_module_tensors(shape, r, dtype, seed, task, share)), folder / "adapter_model.bin")
-    else:
-        raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
+def _write_side_files(folder: Path, task: int, shape: LlamaShape, r: int, alpha: float, dtype: torch.dtype,
+                      seed: int, with_extras: bool) -> None:
     if with_extras:
         gen = torch.Generator().manual_seed(seed * 31 + 17)
         tgen = torch.Generator().manual_seed(seed * 31 + 1000 + task)

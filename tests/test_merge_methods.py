@@ -281,6 +281,7 @@ def test_ablation_variants():
     lam = 2.0
     expect = {
         "no_prune_scale": (lam * A.double().sum(0), lam * B.double().sum(0)),
+        "prune_only": (lam * Ap.sum(0), lam * Bp.sum(0)),
         "no_norm": (lam * Ap.sum(0), lam * (Bp * sA[:, None, :]).sum(0)),
         "full": (lam * Ap.sum(0), lam * (Bp * nA[:, None, :]).sum(0)),
         "scale_a_from_a": (lam * (Ap * nA[:, :, None]).sum(0), lam * Bp.sum(0)),

@@ -42,6 +42,8 @@ def assert_identical(got: dict, want: dict):
         assert got[k].dtype == want[k].dtype, k
         assert got[k].shape == want[k].shape, k
         assert torch.equal(got[k], want[k]), f"{k}: max abs diff {(got[k].float() - want[k].float()).abs().max()}"
+        # byte for byte, so that even the sign of zeros matches
+        assert torch.equal(got[k].contiguous().view(torch.uint8), want[k].contiguous().view(torch.uint8)), k
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

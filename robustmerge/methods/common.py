@@ -1,6 +1,8 @@
 """Tensor helpers shared by the rules: magnitude masks, exact streaming thresholds."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -11,23 +13,63 @@ def kth_index(numel: int, keep: float) -> int:
     return int(numel * (1 - keep))
 
 
-def magnitude_mask(x: torch.Tensor, keep: float) -> torch.Tensor:
+def kth_smallest(v: torch.Tensor, k: int, sample: int = 4096) -> torch.Tensor:
+    """Exact k-th smallest value (1-based) of a 1-D tensor, as ``v.kthvalue(k)`` gives it.
+
+    Large inputs take a faster route: a seeded random sample brackets the k-th value, one
+    counting pass and one selection pass keep the candidates between the brackets, and the
+    candidates are searched; when the bracket misses (rare) the full ``kthvalue`` runs.
+    """
+    n = v.numel()
+    if n <= 16 * sample:
+        return v.kthvalue(k).values
+    gen = torch.Generator(device=v.device).manual_seed(n * 31 + k)
+    probe = v[torch.randint(0, n, (sample,), generator=gen, device=v.device)].sort().values
+    p = k / n
+    margin = int(4 * math.sqrt(sample * p * (1 - p))) + 8
+    lo = probe[max(0, int(p * sample) - margin)]
+    hi = probe[min(sample - 1, int(p * sample) + margin)]
+    below = int((v < lo).sum())
+    cand = v[(v >= lo) & (v <= hi)]
+    if below < k <= below + cand.numel():
+        return cand.kthvalue(k - below).values
+    return v.kthvalue(k).values
+
+
+def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = None) -> torch.Tensor:
     """Per-task magnitude mask over all entries of each task's matrix.
 
     Args:
         x: [N, ...] stacked matrices (any float dtype; compared in that dtype).
         keep: share of entries to keep, in (0, 1].
+        absx: ``x.abs()`` when the caller has it already.
     Returns:
         bool [N, ...]: ``|x| >= t_n`` with ``t_n`` the k-th smallest ``|x_n|``,
         k = :func:`kth_index` (ties at the threshold are kept; k = 0 keeps everything).
     """
+    absx = x.abs() if absx is None else absx
     n = x.shape[0]
-    flat = x.abs().reshape(n, -1)  # [N, D]
+    flat = absx.reshape(n, -1)  # [N, D]
     k = kth_index(flat.shape[1], keep)
     if k <= 0:
         return torch.ones_like(x, dtype=torch.bool)
-    thresh = flat.kthvalue(k, dim=1).values  # [N]
-    return x.abs() >= thresh.view(n, *([1] * (x.dim() - 1)))
+    thresh = torch.stack([kth_smallest(flat[i], k) for i in range(n)])  # [N]
+    return absx >= thresh.view(n, *([1] * (x.dim() - 1)))
+
+
+def ordered_sum(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """Σ_n λ·x_n of x: [N, ...] in float32, accumulated in task order with the rounding of
+    the released code (each λ·x_n rounded to float32, then added).
+
+    The accumulator starts at +0 as the released code's did (so zeros come out as +0.0).
+    When λ is a power of two (or 1) scaling commutes with rounding, so the sum is taken
+    first and scaled once, in place.
+    """
+    exact = lam != 0 and math.frexp(lam)[0] == 0.5
+    acc = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
+    for n in range(x.shape[0]):
+        acc.add_(x[n] if exact else x[n].to(torch.float32, copy=True).mul_(lam))
+    return acc.mul_(lam) if exact and lam != 1 else acc
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

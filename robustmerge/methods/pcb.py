@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from .common import minmax
+from .common import kth_smallest, minmax
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
 def _sorted_at(x: torch.Tensor, index: int) -> torch.Tensor:
-    """Per-row order statistic: x [N, D] -> [N, 1]."""
-    return x.sort(dim=1).values[:, index].unsqueeze(1)
+    """Per-row order statistic at 0-based ``index`` of the ascending sort: x [N, D] -> [N, 1]."""
+    return torch.stack([kth_smallest(row, index + 1) for row in x]).unsqueeze(1)
 
 
 def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:

@@ -20,6 +20,7 @@ Presets:
 Ablations (paper Tables 6 and 7), selected with ``variant`` (all other steps unchanged):
     full:          the method as above.
     no_prune_scale: no pruning and no scaling: Task Arithmetic on the factors (Table 6 row 1).
+    prune_only:    prune, no scaling: A* = λ_A Σ_n Ã_n, B* = λ_B Σ_n B̃_n (Table 7 "no adaptation").
     no_norm:       prune & scale, S̃_n = Ŝ_n without the cross-task normalisation (Table 6 row 2):
                    B* = λ_B Σ_n B̃_n diag(Ŝ_n).
     scale_a_from_a: S from A applied to A, rows: A* = λ_A Σ_n diag(S̃_n) Ã_n, B* = λ_B Σ_n B̃_n (Table 7).
@@ -37,25 +38,25 @@ import logging
 
 import torch
 
-from .common import apply_mask, magnitude_mask
+from .common import magnitude_mask, ordered_sum
 from .registry import LAMBDA_ON, ModuleContext, Param, register
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("full", "no_prune_scale", "no_norm", "scale_a_from_a", "scale_b_from_b", "scale_both")
+VARIANTS = ("full", "no_prune_scale", "prune_only", "no_norm", "scale_a_from_a", "scale_b_from_b", "scale_both")
 
 
-def complementary_scale(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum and the division in ``dtype``.
 
     Args:
-        x, x_pruned: [N, r, D].
+        abs_x, abs_kept: [N, r, D], the magnitudes before and after pruning.
     Returns:
         [N, r] in ``dtype``; 0 for all-zero rows, the task's largest finite value for rows
         that lost all their mass.
     """
-    total = x.to(dtype).abs().sum(-1)  # [N, r]
-    kept = x_pruned.to(dtype).abs().sum(-1)  # [N, r]
+    total = abs_x.to(dtype).sum(-1)  # [N, r]
+    kept = abs_kept.to(dtype).sum(-1)  # [N, r]
     s = total / kept
     lost = (kept == 0) & (total > 0)
     if lost.any():
@@ -88,9 +89,10 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
     shape = [x.shape[0]] + [1] * (x.dim() - 1)
     shape[dim] = s.shape[1]
     s = s.view(shape)  # [N, r, 1] or [N, 1, r]
-    num = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
+    ls = lam * s.float()  # λ·s_n, float32
+    num = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)  # +0 start, as released
     for n in range(x.shape[0]):
-        num = num + lam * s[n].float() * x[n].float()
+        num.add_(x[n].to(torch.float32, copy=True).mul_(ls[n]))
     if not normalise:
         return num
     den = torch.sum(s, dim=0)  # stored dtype, as released
@@ -98,11 +100,16 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
 
 
 def plain_sum(x: torch.Tensor, lam: float) -> torch.Tensor:
-    """λ Σ_n x_n, accumulated in float32 in task order."""
-    acc = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
-    for n in range(x.shape[0]):
-        acc = acc + lam * x[n].float()
-    return acc
+    """λ Σ_n x_n, accumulated in float32 in task order (see :func:`ordered_sum`)."""
+    return ordered_sum(x, lam)
+
+
+def prune(x: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Magnitude-prune each task matrix of x: [N, ...]; returns (x̃, |x|, |x̃|)."""
+    absx = x.abs()
+    mask = magnitude_mask(x, keep, absx)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    return torch.where(mask, x, zero), absx, torch.where(mask, absx, zero)
 
 
 @register(
@@ -122,6 +129,14 @@ def plain_sum(x: torch.Tensor, lam: float) -> torch.Tensor:
     presets={
         "official": dict(keep=0.2, clamp_ratio=0.2, lam=2.0, lambda_on="both", s_dtype="stored"),
         "paper": dict(keep=0.2, clamp_ratio=1.0, lam=2.0, lambda_on="product", s_dtype="float32"),
+        # Ablations of paper Tables 6-7: the official settings with one step changed (formulas
+        # under "Ablations" in the module docstring and in docs/analysis.md).
+        **{f"ablation-{name}": dict(keep=0.2, clamp_ratio=0.2, lam=2.0, lambda_on="both", s_dtype="stored",
+                                    variant=variant)
+           for name, variant in (("t6-no-prune-scale", "no_prune_scale"), ("t6-no-norm", "no_norm"),
+                                 ("t6-full", "full"), ("t7-none", "prune_only"), ("t7-a-to-a", "scale_a_from_a"),
+                                 ("t7-b-to-b", "scale_b_from_b"), ("t7-both", "scale_both"),
+                                 ("t7-inter", "full"))},
     },
     default_preset="official",
 )
@@ -132,15 +147,17 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     variant = p["variant"]
     if variant == "no_prune_scale":
         return plain_sum(A, lam_a), plain_sum(B, lam_b)
-    A_p = apply_mask(A, magnitude_mask(A, p["keep"]))  # [N, r, d_in]
-    B_p = apply_mask(B, magnitude_mask(B, p["keep"]))  # [N, d_out, r]
+    A_p, A_abs, A_p_abs = prune(A, p["keep"])  # [N, r, d_in]
+    B_p, B_abs, B_p_abs = prune(B, p["keep"])  # [N, d_out, r]
+    if variant == "prune_only":
+        return plain_sum(A_p, lam_a), plain_sum(B_p, lam_b)
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(complementary_scale(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(complementary_scale(A_abs, A_p_abs, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        Bt, Bt_p = B.transpose(1, 2), B_p.transpose(1, 2)  # [N, r, d_out]
-        s_b = clamp_low(complementary_scale(Bt, Bt_p, dtype), p["clamp_ratio"])  # [N, r]
+        s_b = clamp_low(complementary_scale(B_abs.transpose(1, 2), B_p_abs.transpose(1, 2), dtype),
+                        p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return plain_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
     a_star = weighted_sum(A_p, s_a, lam_a, True, dim=1) if s_a is not None and variant != "scale_b_from_b" \
