@@ -50,6 +50,8 @@ COLUMNS = MERGEBENCH_COLUMNS + GENERAL
 AVERAGES = {SEEN_AVG: SEEN, UNSEEN_AVG: UNSEEN}
 DECIMALS = {c: 1 for c in GENERAL}          # others: 2, as in the paper
 FIRST_RUNS = ("zero-shot", "individual", "multi-task")
+# Column -> the task names a result.json in that folder may carry (the scorers' own names).
+RESULT_TASKS = {"REC": {"REC", "Grounding"}, "VizWiz": {"VizWiz", "VizWiz-caption"}}
 MISSING = "–"
 STRICT_MARK = "*"
 
@@ -91,7 +93,7 @@ def load_result(path: Path, task: str) -> Cell:
         raise TableError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); re-run the scorer") from None
     if not isinstance(data, dict) or not {"metrics", "headline", "protocol"} <= data.keys():
         raise TableError(f"{path}: not a result file (needs metrics, headline, protocol)")
-    if data.get("task", task) != task:
+    if data.get("task", task) not in RESULT_TASKS.get(task, {task}):
         raise TableError(f"{path}: holds task {data['task']!r} but sits in the {task!r} folder")
     value = data["metrics"].get(data["headline"])
     if not isinstance(value, (int, float)):

@@ -168,3 +168,24 @@ def get_task(name: str) -> Task:
     """The task called ``name`` (case-insensitive; the scorer registry's aliases work too)."""
     from llava.eval.scorers.registry import canonical_task
     return TASKS[canonical_task(name)]
+
+
+# POPE and MME (LLaVA-1.5's protocol; see ``benchmarks.md``). Kept out of ``TASKS`` (the twelve
+# MM-MergeBench tasks, whose order and names the scorer registry mirrors); their question files
+# are relative to the data root's ``eval/`` folder, not ``instructions/``. Prompt as is (the text
+# already ends with "Answer the question using a single word or phrase."), pad, 128 tokens.
+GENERAL_TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("POPE", "general", "pope/llava_pope_test.jsonl", "pad", 128, prompt_as_is, "pope", "f1_mean"),
+    Task("MME", "general", "MME/llava_mme.jsonl", "pad", 128, prompt_as_is, "mme", "perception"),
+)}
+
+
+def get_eval_task(name: str) -> Task:
+    """Any task the answer runner knows: the twelve MM-MergeBench tasks (aliases too), POPE, MME."""
+    general = {k.lower(): t for k, t in GENERAL_TASKS.items()}
+    if name.strip().lower() in general:
+        return general[name.strip().lower()]
+    try:
+        return get_task(name)
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; choose one of: {', '.join([*TASKS, *GENERAL_TASKS])}") from None

@@ -191,9 +191,11 @@ def submission_frame(tsv: str | Path, answers: Sequence[dict]):
     """The TSV minus ``image`` with a ``prediction`` column (raw answer text; first answer per
     id wins; empty when unanswered) inserted before ``answer`` (appended if there is none)."""
     df = read_tsv_frame(tsv, drop_image=True)
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # control characters break .xlsx
+
     by_id: dict[str, str] = {}
     for a in answers:
-        by_id.setdefault(str(a["question_id"]), a["text"])
+        by_id.setdefault(str(a["question_id"]), ILLEGAL_CHARACTERS_RE.sub("", a["text"]))
     predictions = [by_id.get(str(int(i)), "") for i in df["index"]]
     at = list(df.columns).index("answer") if "answer" in df.columns else len(df.columns)
     df.insert(at, "prediction", predictions)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# MM-MergeBench IconQA: generate answers with one model and score them into
+# $RESULTS/$RUN_NAME/IconQA/. Settings: flags or the env file (see common.sh, env.example).
+#   scripts/eval_merge/IconQA.sh --model-path MERGED --model-base BASE --data-root DATA [--run-name NAME]
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+eval_main "IconQA" "$(basename "$0")" "$@"
