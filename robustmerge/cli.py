@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--overwrite", action="store_true")
     ex.set_defaults(func=cmd_example)
+
+    from .analysis.cli import add_analyze_parser, add_sweep_parser
+
+    add_analyze_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

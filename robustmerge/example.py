@@ -51,7 +51,7 @@ def run_example(out: Path, seed: int = 0, overwrite: bool = False) -> int:
     print("| method | preset | mean cos(ΔW*, ΔW_n) | mean ‖ΔW*‖/‖ΔW_n‖ | merge s |")
     print("|---|---|---|---|---|")
     for name, method in sorted(REGISTRY.items()):
-        for preset in (list(method.presets) or [None]):
+        for preset in ([p for p in method.presets if not p.startswith("ablation-")] or [None]):
             folder = out / "merged" / (name + (f"-{preset}" if preset else ""))
             t0 = time.perf_counter()
             merge_to_folder(adapters, folder, name, preset=preset, seed=seed)

@@ -1,0 +1,181 @@
+"""``robustmerge analyze`` and ``robustmerge sweep``: argparse sub-commands.
+
+Wire them into the main parser with ``add_analyze_parser(sub)`` and ``add_sweep_parser(sub)``.
+User errors raise :class:`~robustmerge.errors.MergeInputError` (the main CLI prints one line
+and exits with status 2).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import MergeInputError
+
+
+def _key_values(items: list[str], what: str) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise MergeInputError(f"{what} {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_merge_spec(spec: str) -> tuple[str, str | None, dict]:
+    """``METHOD[:PRESET][,key=value...]`` -> (method, preset, params)."""
+    head, *kv = spec.split(",")
+    method, _, preset = head.partition(":")
+    if not method:
+        raise MergeInputError(f"--merge {spec!r}: expected METHOD[:PRESET][,key=value...]")
+    return method.strip(), preset.strip() or None, _key_values(kv, f"--merge {spec!r}:")
+
+
+def _unique_labels(paths: list[Path]) -> list[str]:
+    labels = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if labels.count(p.name) > 1 else p.name for p in paths]
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..adapters import load_adapter_set
+    from ..driver import merge
+    from .pipeline import analyze, write_analysis
+    from .factors import MergedAdapter
+
+    adapters = load_adapter_set(args.adapters)
+    adapters.materialize()
+    merged_paths = [Path(p) for p in args.merged or []]
+    merged = [MergedAdapter.from_folder(p, adapters, label)
+              for p, label in zip(merged_paths, _unique_labels(merged_paths))]
+    for spec in args.merge or []:
+        method, preset, params = parse_merge_spec(spec)
+        result = merge(adapters, method, preset, params, device=args.device, seed=args.seed, extras="drop")
+        merged.append(MergedAdapter.from_result(result, label=spec))
+    labels = [m.label for m in merged]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise MergeInputError(f"merged adapters given twice: {dup}; pass each once")
+    report = analyze(adapters, merged, keep=args.keep, clamp_ratio=args.clamp_ratio, n_groups=args.layer_groups,
+                     progress=not args.quiet)
+    written = write_analysis(report, args.out, figures=not args.no_figures,
+                             inputs=[t.path for t in adapters.tasks] + merged_paths, overwrite=args.overwrite)
+    print(f"analysed {len(adapters.tasks)} task adapters, {len(merged)} merge(s), {len(adapters.modules)} modules "
+          f"-> {args.out}: {', '.join(written)}")
+    for lab, d in report["direction"].items():
+        a = d["mean"]["all"]
+        print(f"  {lab}: cos largest {a['top_cos']:.3f}, rest {a['rest_cos']:.3f}; "
+              f"ratio largest {a['top_ratio']:.3f}, rest {a['rest_ratio']:.3f}")
+    return 0
+
+
+def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``analyze`` on the main parser's sub-parsers; returns the new parser."""
+    p = subparsers.add_parser(
+        "analyze", help="spectra, pruning spectra and direction robustness of task adapters and their merges",
+        description="Singular values of every task update (and after pruning), and how each merged adapter acts on "
+        "each task's singular directions (paper Fig. 3a, 7, 8). Writes analysis.json, PNG figures and README.md.")
+    p.add_argument("--adapters", nargs="+", required=True, metavar="DIR", help="task adapter folders, in merge order")
+    p.add_argument("--merged", nargs="*", metavar="DIR", help="merged adapter folders to analyse")
+    p.add_argument("--merge", action="append", metavar="METHOD[:PRESET][,k=v...]",
+                   help="also merge in memory and analyse, e.g. robustmerge:official or task_arithmetic,lam=0.5 "
+                   "(repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+    p.add_argument("--keep", type=float, default=0.2, help="kept share for the pruning spectra (default 0.2)")
+    p.add_argument("--clamp-ratio", type=float, default=0.2,
+                   help="S clamp ratio for the pruned + scaled spectra; 1 disables (default 0.2, the released value)")
+    p.add_argument("--layer-groups", type=int, default=3, help="number of contiguous layer groups (default 3)")
+    p.add_argument("--device", default="cpu", help="device for --merge (cpu | cuda[:N] | auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed for randomised rules in --merge (DARE)")
+    p.add_argument("--no-figures", action="store_true", help="JSON and Markdown only (no matplotlib needed)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+    return p
+
+
+def _values(items: list[str] | None, kind=float) -> list | None:
+    if items is None:
+        return None
+    try:
+        return [kind(v) for v in items]
+    except ValueError as exc:
+        raise MergeInputError(f"sweep values {items}: {exc}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..adapters import load_adapter_set
+    from ..methods import get_method
+    from .sweeps import STANDARD, run_sweeps, write_sweeps
+
+    if (args.param is None) != (args.values is None):
+        raise MergeInputError("--param NAME and --values V [V ...] go together")
+    which = args.sweep if args.sweep is not None else ([] if args.param else list(STANDARD))
+    adapters = load_adapter_set(args.adapters)
+    adapters.materialize()
+    params = _key_values(args.set or [], "--set")
+    sweeps = run_sweeps(adapters, args.method, preset=args.preset, params=params, which=which,
+                        custom={args.param: args.values} if args.param else None,
+                        prune_values=_values(args.prune_values), lam_values=_values(args.lam_values),
+                        task_counts=_values(args.task_counts, int), seed=args.seed, device=args.device,
+                        progress=not args.quiet)
+    default = get_method(args.method).default_preset
+    settings = {"method": args.method, "preset": args.preset or default or "(none)", "params": params or "(preset)",
+                "adapters": ", ".join(t.name for t in adapters.tasks)}
+    written = write_sweeps(sweeps, args.out, figures=not args.no_figures, inputs=[t.path for t in adapters.tasks],
+                           overwrite=args.overwrite, settings=settings)
+    print(f"swept {', '.join(sweeps)} for {args.method} on {adapters.n} task adapters -> {args.out}: "
+          f"{', '.join(written)}")
+    return 0
+
+
+def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``sweep`` on the main parser's sub-parsers; returns the new parser."""
+    p = subparsers.add_parser(
+        "sweep", help="sweep the pruning amount, λ, the number of merged tasks or any parameter (CSV + PNG)",
+        description="Merge repeatedly in memory (adapters read once) and report weight-space direction metrics per "
+        "point (paper Fig. 5a, Fig. 9). Task scores need the Python API's evaluate callable.")
+    p.add_argument("--adapters", nargs="+", required=True, metavar="DIR", help="task adapter folders, in merge order")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+    p.add_argument("--method", default="robustmerge", help="merge rule (default robustmerge)")
+    p.add_argument("--preset", help="named preset of the rule (e.g. official, paper, ablation-...)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a parameter (repeatable)")
+    p.add_argument("--sweep", nargs="+", choices=("prune", "lambda", "tasks"),
+                   help="standard sweeps to run (default: all three, unless --param is given)")
+    p.add_argument("--param", help="a custom parameter to sweep (with --values)")
+    p.add_argument("--values", nargs="+", metavar="V", help="values of --param")
+    p.add_argument("--prune-values", nargs="+", metavar="V", help="values of the pruning parameter "
+                   "(robustmerge keep, ties density, pcb ratio, dare drop)")
+    p.add_argument("--lam-values", nargs="+", metavar="V", help="values of λ")
+    p.add_argument("--task-counts", nargs="+", metavar="K", help="numbers of merged tasks (first K in the given order)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto")
+    p.add_argument("--seed", type=int, default=0, help="seed for randomised rules (DARE)")
+    p.add_argument("--no-figures", action="store_true", help="CSV, JSON and Markdown only (no matplotlib needed)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m robustmerge.analysis.cli analyze|sweep ...``), with the
+    main CLI's error handling: a user error prints one line and returns 2."""
+    import logging
+    import sys
+
+    parser = argparse.ArgumentParser(prog="robustmerge", description="Analyse LoRA merges.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_analyze_parser(sub)
+    add_sweep_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MergeInputError as exc:
+        print(f"robustmerge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
