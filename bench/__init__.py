@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.merge_speed`, `python -m bench.eval_speed`. Results: docs/benchmarks.md."""

@@ -1,0 +1,140 @@
+"""Evaluation throughput: batched vs one-at-a-time generation, and adapter swapping vs reloading.
+
+    python -m bench.eval_speed [--root .cache/bench-eval] [--questions 64] [--adapters 4]
+
+On a tiny LLaVA made by `llava.model.tiny` (sizes below) and a generated VQA-style task:
+
+1. answers per second at batch size 1, 8 and 16 (greedy), with the check that the answers
+   files are identical, and the speed-up over batch size 1;
+2. evaluating K adapter folders: loading the base anew for each (`load_pretrained_model`
+   with `--model-base`) versus loading it once and swapping adapters
+   (`llava.model.adapter_swap.AdapterSwapper`), with the check that both give the same
+   answers, and the ratio.
+
+All timings are wall times in this process, taken one after another. No GPU is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .measure import machine
+
+
+def setup(root: Path, questions: int, adapters: int, sizes) -> tuple[Path, Path, list[Path]]:
+    from llava.eval import tasks as task_defs
+    from llava.eval.synthetic_data import make_task
+    from llava.model.tiny import make_tiny_llava, make_tiny_lora
+
+    if root.exists():
+        shutil.rmtree(root)
+    tiny = make_tiny_llava(root / "model", sizes, seed=0)
+    data = root / "data"
+    make_task(data, task_defs.TASKS["VQAv2"], questions, random.Random(0))
+    loras = [make_tiny_lora(tiny.base, root / f"lora{k}", seed=k + 1) for k in range(adapters)]
+    return tiny.base, data, loras
+
+
+def items_of(data: Path):
+    from llava.eval import tasks as task_defs
+    from llava.eval.runner import items_from_questions, read_question_file
+
+    task = task_defs.TASKS["VQAv2"]
+    questions = read_question_file(data / "instructions" / task.question_file)
+    return items_from_questions(questions, task, data / "datasets", "official")
+
+
+def timed_run(bundle, items, out: Path, batch_size: int, max_new_tokens: int) -> tuple[float, str]:
+    from llava.eval.runner import GenerationSettings, run_items
+
+    t0 = time.perf_counter()
+    run_items(bundle, items, out, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
+              resume=False, progress=False)
+    wall = time.perf_counter() - t0
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    return wall, json.dumps(texts)
+
+
+def bench_batching(base: Path, items, out: Path, max_new_tokens: int) -> list[dict]:
+    from llava.eval.runner import load_bundle
+
+    bundle = load_bundle(base, device="cpu", dtype="float32", model_id="tiny")
+    rows, reference = [], None
+    for bs in (1, 8, 16):
+        wall, texts = timed_run(bundle, items, out / f"bs{bs}.jsonl", bs, max_new_tokens)
+        reference = reference or texts
+        rows.append({"batch_size": bs, "wall_s": wall, "answers_per_s": len(items) / wall,
+                     "identical_to_bs1": texts == reference})
+    for r in rows:
+        r["speedup"] = r["answers_per_s"] / rows[0]["answers_per_s"]
+    return rows
+
+
+def bench_swapping(base: Path, loras: list[Path], items, out: Path, max_new_tokens: int, batch_size: int) -> dict:
+    from llava.eval.runner import load_bundle
+    from llava.model.adapter_swap import AdapterSwapper
+
+    t0 = time.perf_counter()
+    reload_texts = []
+    for k, lora in enumerate(loras):
+        bundle = load_bundle(lora, base, device="cpu", dtype="float32", model_id=f"a{k}")
+        reload_texts.append(timed_run(bundle, items, out / f"reload{k}.jsonl", batch_size, max_new_tokens)[1])
+    reload_wall = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    swapper = AdapterSwapper(base, device="cpu", dtype="float32")
+    swap_texts = []
+    for k, lora in enumerate(loras):
+        with swapper.attached(lora, model_id=f"a{k}") as bundle:
+            swap_texts.append(timed_run(bundle, items, out / f"swap{k}.jsonl", batch_size, max_new_tokens)[1])
+    swap_wall = time.perf_counter() - t0
+    return {"adapters": len(loras), "reload_s": reload_wall, "swap_s": swap_wall, "ratio": reload_wall / swap_wall,
+            "identical": reload_texts == swap_texts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path(".cache/bench-eval"))
+    ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--adapters", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=256, help="tiny model hidden size (layers: 4)")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    import torch
+
+    from llava.model.tiny import TinySizes
+
+    sizes = TinySizes(hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_layers=4, num_heads=4, num_kv_heads=4)
+    print(f"machine: {machine()}")
+    print(f"model: tiny LLaVA, hidden {a.hidden}, 4 layers, CLIP {sizes.image_size} px; fp32 CPU; "
+          f"{a.questions} questions, greedy, max {a.max_new_tokens} new tokens")
+    base, data, loras = setup(a.root, a.questions, a.adapters, sizes)
+    items = items_of(data)
+    out = a.root / "answers"
+    batching = bench_batching(base, items, out, a.max_new_tokens)
+    print("\n| batch size | wall s | answers/s | speed-up vs 1 | answers identical to batch 1 |")
+    print("|---|---|---|---|---|")
+    for r in batching:
+        print(f"| {r['batch_size']} | {r['wall_s']:.2f} | {r['answers_per_s']:.1f} | {r['speedup']:.2f}× | "
+              f"{'yes' if r['identical_to_bs1'] else 'NO'} |")
+    swap = bench_swapping(base, loras, items[: max(8, a.questions // 4)], out, a.max_new_tokens, 8)
+    print(f"\n{swap['adapters']} adapters, {max(8, a.questions // 4)} questions each, batch 8:")
+    print("| strategy | wall s |")
+    print("|---|---|")
+    print(f"| reload base + adapter for each | {swap['reload_s']:.2f} |")
+    print(f"| load base once, swap adapters | {swap['swap_s']:.2f} |")
+    print(f"ratio reload / swap: {swap['ratio']:.2f}×; answers identical: {'yes' if swap['identical'] else 'NO'}")
+    if a.json:
+        a.json.write_text(json.dumps({"machine": machine(), "torch_threads": torch.get_num_threads(),
+                                      "batching": batching, "swapping": swap}, indent=2))
+    return 0 if all(r["identical_to_bs1"] for r in batching) and swap["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
