@@ -13,11 +13,12 @@ from pathlib import Path
 from .errors import MergeInputError
 
 
-def _parse_set(items: list[str]) -> dict:
+def parse_key_values(items: list[str], what: str = "--set") -> dict:
+    """``["k=v", ...]`` -> ``{k: v}`` (values stay strings; the rule's parameters parse them)."""
     out = {}
     for item in items:
         if "=" not in item:
-            raise MergeInputError(f"--set {item!r}: expected key=value")
+            raise MergeInputError(f"{what} {item!r}: expected key=value")
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
@@ -46,7 +47,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     cfg = _read_config(args.config)
     params = dict(cfg.get("params") or {})
-    params.update(_parse_set(args.set or []))
+    params.update(parse_key_values(args.set or []))
     adapters = args.adapters or cfg.get("adapters")
     out = args.out or cfg.get("out")
     if not adapters or not out:

@@ -31,11 +31,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from robustmerge.atomic import write_text_atomic
 from robustmerge.paper_numbers import PAPER, normalize_name, paper_method
 
 logger = logging.getLogger(__name__)
@@ -257,19 +257,6 @@ def render_csv(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -306,9 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = render_markdown(rows, Path(args.results))
     print(md, end="")
     if args.out_md:
-        _write_atomic(Path(args.out_md), md)
+        write_text_atomic(Path(args.out_md), md)
     if args.out_csv:
-        _write_atomic(Path(args.out_csv), render_csv(rows))
+        write_text_atomic(Path(args.out_csv), render_csv(rows))
     return 0
 
 

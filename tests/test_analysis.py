@@ -15,7 +15,7 @@ from robustmerge import load_adapter_set, merge, merge_to_folder
 from robustmerge.adapters import TensorFile
 from robustmerge.analysis import (MergedAdapter, analyze, direction_metrics, layer_groups, lowrank_svd,
                                   pruning_spectra, run_sweeps, singular_values, sweep_tasks)
-from robustmerge.analysis.cli import main
+from robustmerge.cli import main
 from robustmerge.methods import ModuleContext, get_method
 from robustmerge.synthetic import LlamaShape, write_task_adapters
 

@@ -118,6 +118,12 @@ def _main(argv) -> int:
     if args.limit is not None:
         questions = questions[: args.limit]
     items = items_from_questions(questions, task, args.image_folder, args.protocol)
+    return answer_items(args, items, settings)
+
+
+def answer_items(args: argparse.Namespace, items: list, settings: GenerationSettings) -> int:
+    """Check the items, load the model named by ``args`` and answer into ``args.answers_file``
+    (shared by this CLI and :mod:`llava.eval.model_vqa_mmbench`)."""
     check_items(items, args.question_file)  # before the (slow) model load
     bundle = load_bundle(args.model_path, args.model_base, device=args.device, dtype=args.dtype,
                          vision_tower=args.vision_tower, model_id=args.model_id)

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from llava.eval.mmbench_data import ANSWER_INSTRUCTION, MMBenchItem, read_mmbench_tsv
-from llava.eval.model_vqa_loader import LLAVA_TEMPERATURE, add_model_args, run_cli, settings_from_args
-from llava.eval.runner import EvalItem, RunnerError, check_items, get_chunk, load_bundle, run_items
+from llava.eval.model_vqa_loader import LLAVA_TEMPERATURE, add_model_args, answer_items, run_cli, settings_from_args
+from llava.eval.runner import EvalItem, RunnerError, get_chunk
 from llava.eval.tasks import Prompt
 from llava.constants import DEFAULT_IMAGE_TOKEN
 
@@ -80,13 +80,7 @@ def _main(argv) -> int:
                       args.num_chunks, args.chunk_idx)
     if args.limit is not None:
         items = items[: args.limit]
-    check_items(items, args.question_file)
-    bundle = load_bundle(args.model_path, args.model_base, device=args.device, dtype=args.dtype,
-                         vision_tower=args.vision_tower, model_id=args.model_id)
-    summary = run_items(bundle, items, args.answers_file, settings, resume=args.resume,
-                        source=args.question_file, progress=not args.no_progress)
-    logger.info("%s", summary.line())
-    return 0
+    return answer_items(args, items, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,17 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import parse_key_values
 from ..errors import MergeInputError
-
-
-def _key_values(items: list[str], what: str) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise MergeInputError(f"{what} {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def parse_merge_spec(spec: str) -> tuple[str, str | None, dict]:
@@ -28,7 +19,7 @@ def parse_merge_spec(spec: str) -> tuple[str, str | None, dict]:
     method, _, preset = head.partition(":")
     if not method:
         raise MergeInputError(f"--merge {spec!r}: expected METHOD[:PRESET][,key=value...]")
-    return method.strip(), preset.strip() or None, _key_values(kv, f"--merge {spec!r}:")
+    return method.strip(), preset.strip() or None, parse_key_values(kv, f"--merge {spec!r}:")
 
 
 def _unique_labels(paths: list[Path]) -> list[str]:
@@ -112,7 +103,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     which = args.sweep if args.sweep is not None else ([] if args.param else list(STANDARD))
     adapters = load_adapter_set(args.adapters)
     adapters.materialize()
-    params = _key_values(args.set or [], "--set")
+    params = parse_key_values(args.set or [], "--set")
     sweeps = run_sweeps(adapters, args.method, preset=args.preset, params=params, which=which,
                         custom={args.param: args.values} if args.param else None,
                         prune_values=_values(args.prune_values), lam_values=_values(args.lam_values),
@@ -154,28 +145,3 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m robustmerge.analysis.cli analyze|sweep ...``), with the
-    main CLI's error handling: a user error prints one line and returns 2."""
-    import logging
-    import sys
-
-    parser = argparse.ArgumentParser(prog="robustmerge", description="Analyse LoRA merges.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_analyze_parser(sub)
-    add_sweep_parser(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except MergeInputError as exc:
-        print(f"robustmerge: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -41,10 +41,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from robustmerge.atomic import write_text_atomic  # noqa: F401  (re-exported for the scorers)
 
 logger = logging.getLogger(__name__)
 
@@ -408,21 +409,6 @@ def write_result(path: str | os.PathLike, result: dict[str, Any]) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder."""
     write_text_atomic(path, json.dumps(obj, **dump_kwargs))
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _same_file(a: Path, b: str) -> bool:
