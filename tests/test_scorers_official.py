@@ -85,9 +85,8 @@ def check_numbers(result: dict, expected_dir: Path, keys: dict[str, str]) -> Non
         assert f"{result['metrics'][metric]:.2f}" == parsed[key], metric
 
 
-# Not produced: VQAv2's answers_upload.json, the EvalAI test-server upload that the converter writes
-# with EvalAI's answer normalisation (it is not part of the score).
-NOT_PRODUCED = {"answers_upload.json"}
+# Not produced: none (VQAv2's answers_upload.json, the EvalAI upload, is compared too).
+NOT_PRODUCED: set[str] = set()
 
 
 def check_side_files(out_dir: Path, expected_dir: Path) -> None:
