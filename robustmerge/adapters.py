@@ -85,36 +85,42 @@ class TensorFile:
     def keys(self) -> list[str]:
         return list(self.meta())
 
-    def get(self, key: str) -> torch.Tensor:
-        """One tensor, read on demand into memory of its own.
+    def get(self, key: str, out: torch.Tensor | None = None, copy: bool = True) -> torch.Tensor:
+        """One tensor, read on demand into memory of its own (or into ``out``, e.g. a slice of
+        a stacked buffer, which saves a copy).
 
         safetensors: read with ``os.pread`` at the offsets of the header (no memory map, so
         the process's resident memory holds only what the merge is working on).
         ``.bin``: ``torch.load(mmap=True, weights_only=True)``; the tensor is copied out and
-        the mapping is dropped after :attr:`REMAP_BYTES` bytes, which bounds resident memory.
+        the mapping is dropped after :attr:`REMAP_BYTES` bytes, which bounds resident memory
+        (``copy=False`` returns the mapped tensor itself, for callers that :meth:`close` soon).
         """
         if self.path.suffix != ".safetensors":
             with self._lock:  # the driver reads modules from several threads
-                tensor = self._bin_dict()[key].clone()
+                src = self._bin_dict()[key]
+                tensor = (src.clone() if copy else src) if out is None else out.copy_(src)
                 self._served += tensor.numel() * tensor.element_size()
                 if self._served > self.REMAP_BYTES:
                     self._bin, self._served = None, 0
             return tensor
         shape, dtype = self.meta()[key]
         begin, end = self._offsets[key]
-        buf = bytearray(end - begin)
+        tensor = torch.empty(shape, dtype=dtype) if out is None else out
+        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype or not tensor.is_contiguous():
+            raise ValueError(f"{key}: out has {tuple(tensor.shape)} {tensor.dtype}, the file {tuple(shape)} {dtype}")
+        if end == begin:
+            return tensor
         try:
             with self._lock:
                 if self._fd is None:
                     self._fd = os.open(self.path, os.O_RDONLY)
-            got = os.preadv(self._fd, [buf], self._data_start + begin)  # pread: safe across threads
+            view = tensor.view(-1).view(torch.uint8).numpy()
+            got = os.preadv(self._fd, [view], self._data_start + begin)  # pread: safe across threads
         except OSError as exc:
             raise MergeInputError(f"{self.path}: cannot read tensor {key!r} ({exc}); copy the file again") from exc
-        if got != len(buf):
+        if got != end - begin:
             raise MergeInputError(f"{self.path}: tensor {key!r} is truncated; copy the file again from its source")
-        if not buf:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+        return tensor
 
     def close(self) -> None:
         """Release the file descriptor and any memory map."""
@@ -392,23 +398,35 @@ class AdapterSet:
         if self._cache is not None:
             return self._cache[module]
         spec = self.specs[module]
+        if not self.fold_scaling:  # read every task straight into one stacked buffer per factor
+            A = torch.empty((self.n, spec.ranks[0], spec.d_in), dtype=spec.dtype)  # [N, r, d_in]
+            B = torch.empty((self.n, spec.d_out, spec.ranks[0]), dtype=spec.dtype)  # [N, d_out, r]
+            for i, t in enumerate(self.tasks):
+                for key, buf in zip(t.modules[module], (A[i], B[i])):
+                    if t.weights.meta()[key][1] == spec.dtype:
+                        t.weights.get(key, out=buf)
+                    else:  # tasks stored in different dtypes: promoted to the common one
+                        buf.copy_(t.weights.get(key))
+                    self._check_finite(t, key, buf)
+            return A, B
         As, Bs = [], []
         for t, r in zip(self.tasks, spec.ranks):
             a_key, b_key = t.modules[module]
             a, b = t.weights.get(a_key), t.weights.get(b_key)
             for key, x in ((a_key, a), (b_key, b)):
-                if not all_finite(x):
-                    raise MergeInputError(
-                        f"{t.weight_file}: tensor {key!r} holds NaN or Inf values; the adapter's "
-                        "training diverged or the file is corrupt: use another checkpoint"
-                    )
-            if self.fold_scaling:
-                a, b = a.float(), b.float() * t.module_scaling(module, r)
-                a = torch.nn.functional.pad(a, (0, 0, 0, self.rank - r))  # [rank, d_in]
-                b = torch.nn.functional.pad(b, (0, self.rank - r))  # [d_out, rank]
-            As.append(a.to(spec.dtype) if not self.fold_scaling else a)
-            Bs.append(b.to(spec.dtype) if not self.fold_scaling else b)
+                self._check_finite(t, key, x)
+            a, b = a.float(), b.float() * t.module_scaling(module, r)
+            As.append(torch.nn.functional.pad(a, (0, 0, 0, self.rank - r)))  # [rank, d_in]
+            Bs.append(torch.nn.functional.pad(b, (0, self.rank - r)))  # [d_out, rank]
         return torch.stack(As), torch.stack(Bs)
+
+    @staticmethod
+    def _check_finite(t: TaskAdapter, key: str, x: torch.Tensor) -> None:
+        if not all_finite(x):
+            raise MergeInputError(
+                f"{t.weight_file}: tensor {key!r} holds NaN or Inf values; the adapter's "
+                "training diverged or the file is corrupt: use another checkpoint"
+            )
 
     def materialize(self) -> "AdapterSet":
         """Read every module once and keep it in memory (for sweeps); returns self."""
@@ -463,21 +481,19 @@ class AdapterSet:
     def extra_tensor(self, task: int, key: str) -> torch.Tensor:
         """One extra weight of one task (stored dtype), NaN/Inf-checked."""
         t = self.tasks[task]
-        x = t.extras.get(key)
+        x = t.extras.get(key, copy=False)  # the driver closes each task's extras file after use
         if not all_finite(x):
             raise MergeInputError(f"{t.extra_file}: tensor {key!r} holds NaN or Inf values; use another checkpoint")
         return x
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """True when x holds no NaN or Inf. One float32 sum decides the common case (a NaN or Inf
-    makes it non-finite); only a non-finite sum, which huge finite values could also give,
-    pays for the element-wise check."""
+    """True when x holds no NaN or Inf: its minimum and maximum, found in one pass in the
+    stored dtype, are finite (a NaN propagates into both)."""
     if x.numel() == 0:
         return True
-    if torch.isfinite(x.float().sum() if x.dtype != torch.float64 else x.sum()):
-        return True
-    return bool(torch.isfinite(x).all())
+    lo, hi = torch.aminmax(x)
+    return bool(torch.isfinite(lo) and torch.isfinite(hi))
 
 
 def _shape2(t: TaskAdapter, key: str) -> tuple[tuple[int, int], torch.dtype]:

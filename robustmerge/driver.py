@@ -109,16 +109,21 @@ class Plan:
 
         names = iter(self.adapters.modules)
         bar = tqdm(total=len(self.adapters.modules), desc=f"merge ({self.method})", unit="module", disable=not progress)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending = deque(pool.submit(one, name) for name in islice(names, 2 * max(1, workers)))
-            while pending:
-                result = pending.popleft().result()
-                nxt = next(names, None)
-                if nxt is not None:
-                    pending.append(pool.submit(one, nxt))
-                bar.update(1)
-                yield result
-        bar.close()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // max(1, workers)))  # module threads share the cores
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                pending = deque(pool.submit(one, name) for name in islice(names, 2 * max(1, workers)))
+                while pending:
+                    result = pending.popleft().result()
+                    nxt = next(names, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(one, nxt))
+                    bar.update(1)
+                    yield result
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
 
     def merged_extras(self) -> dict[str, torch.Tensor]:
         return merge_extras(self.adapters, self.extras)

@@ -294,10 +294,10 @@ def test_sweeps_reuse_loaded_adapters_and_call_evaluate(task_paths, monkeypatch)
     adapters = load_adapter_set(task_paths).materialize()
     get = TensorFile.get
 
-    def no_reread(self, key):  # LoRA weights come from memory (projector .bin files are loaded once anyway)
+    def no_reread(self, key, *args, **kwargs):  # LoRA weights come from memory (projector .bin files are read anyway)
         if self.path.suffix == ".safetensors":
             pytest.fail(f"re-read {key} from {self.path}")
-        return get(self, key)
+        return get(self, key, *args, **kwargs)
 
     monkeypatch.setattr(TensorFile, "get", no_reread)
     calls = []
