@@ -11,7 +11,8 @@ On a tiny LLaVA made by `llava.model.tiny` (sizes below) and a generated VQA-sty
    (`llava.model.adapter_swap.AdapterSwapper`), with the check that both give the same
    answers, and the ratio.
 
-All timings are wall times in this process, taken one after another. No GPU is used.
+All timings are wall times in this process, taken one after another, with one torch thread
+by default (`--threads`). No GPU is used.
 """
 from __future__ import annotations
 
@@ -76,25 +77,36 @@ def bench_batching(base: Path, items, out: Path, max_new_tokens: int) -> list[di
 
 
 def bench_swapping(base: Path, loras: list[Path], items, out: Path, max_new_tokens: int, batch_size: int) -> dict:
-    from llava.eval.runner import load_bundle
+    from llava.eval.runner import ModelBundle, load_bundle
     from llava.model.adapter_swap import AdapterSwapper
 
-    t0 = time.perf_counter()
+    reload_prep = reload_total = 0.0
     reload_texts = []
     for k, lora in enumerate(loras):
+        t0 = time.perf_counter()
         bundle = load_bundle(lora, base, device="cpu", dtype="float32", model_id=f"a{k}")
-        reload_texts.append(timed_run(bundle, items, out / f"reload{k}.jsonl", batch_size, max_new_tokens)[1])
-    reload_wall = time.perf_counter() - t0
+        reload_prep += time.perf_counter() - t0
+        wall, texts = timed_run(bundle, items, out / f"reload{k}.jsonl", batch_size, max_new_tokens)
+        reload_total += time.perf_counter() - t0
+        reload_texts.append(texts)
 
     t0 = time.perf_counter()
     swapper = AdapterSwapper(base, device="cpu", dtype="float32")
+    swap_prep = time.perf_counter() - t0
+    swap_total = swap_prep
     swap_texts = []
     for k, lora in enumerate(loras):
-        with swapper.attached(lora, model_id=f"a{k}") as bundle:
-            swap_texts.append(timed_run(bundle, items, out / f"swap{k}.jsonl", batch_size, max_new_tokens)[1])
-    swap_wall = time.perf_counter() - t0
-    return {"adapters": len(loras), "reload_s": reload_wall, "swap_s": swap_wall, "ratio": reload_wall / swap_wall,
-            "identical": reload_texts == swap_texts}
+        t0 = time.perf_counter()
+        swapper.attach(lora)
+        swap_prep += time.perf_counter() - t0
+        bundle = ModelBundle(swapper.tokenizer, swapper.model, swapper.image_processor, f"a{k}")
+        wall, texts = timed_run(bundle, items, out / f"swap{k}.jsonl", batch_size, max_new_tokens)
+        swapper.detach()
+        swap_total += time.perf_counter() - t0
+        swap_texts.append(texts)
+    return {"adapters": len(loras), "reload_prep_s": reload_prep, "swap_prep_s": swap_prep,
+            "reload_total_s": reload_total, "swap_total_s": swap_total, "prep_ratio": reload_prep / swap_prep,
+            "total_ratio": reload_total / swap_total, "identical": reload_texts == swap_texts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapters", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=256, help="tiny model hidden size (layers: 4)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: stable figures on a shared 2-core machine)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     import torch
 
+    torch.set_num_threads(a.threads)
     from llava.model.tiny import TinySizes
 
     sizes = TinySizes(hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_layers=4, num_heads=4, num_kv_heads=4)
@@ -124,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['batch_size']} | {r['wall_s']:.2f} | {r['answers_per_s']:.1f} | {r['speedup']:.2f}× | "
               f"{'yes' if r['identical_to_bs1'] else 'NO'} |")
     swap = bench_swapping(base, loras, items[: max(8, a.questions // 4)], out, a.max_new_tokens, 8)
-    print(f"\n{swap['adapters']} adapters, {max(8, a.questions // 4)} questions each, batch 8:")
-    print("| strategy | wall s |")
-    print("|---|---|")
-    print(f"| reload base + adapter for each | {swap['reload_s']:.2f} |")
-    print(f"| load base once, swap adapters | {swap['swap_s']:.2f} |")
-    print(f"ratio reload / swap: {swap['ratio']:.2f}×; answers identical: {'yes' if swap['identical'] else 'NO'}")
+    n_swap = max(8, a.questions // 4)
+    print(f"\n{swap['adapters']} adapters, {n_swap} questions each, batch 8:")
+    print("| strategy | model preparation s | total s |")
+    print("|---|---|---|")
+    print(f"| reload base + adapter for each | {swap['reload_prep_s']:.2f} | {swap['reload_total_s']:.2f} |")
+    print(f"| load base once, swap adapters | {swap['swap_prep_s']:.2f} | {swap['swap_total_s']:.2f} |")
+    print(f"ratio reload / swap: preparation {swap['prep_ratio']:.2f}×, total {swap['total_ratio']:.2f}×; "
+          f"answers identical: {'yes' if swap['identical'] else 'NO'}")
     if a.json:
         a.json.write_text(json.dumps({"machine": machine(), "torch_threads": torch.get_num_threads(),
                                       "batching": batching, "swapping": swap}, indent=2))

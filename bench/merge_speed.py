@@ -15,7 +15,7 @@ wait4), run one after another on a warm page cache (a read pass precedes the fir
 - robustmerge <method>: the `robustmerge merge` CLI, module at a time, streaming output.
 - naive <method>: the style of the original release: load every task's whole state dict
   into memory, stack every key, merge with the same rule functions, collect the whole
-  result, save it at the end.
+  result, save it at the end (official and TIES at the first rank, official at the others).
 - peft <combination>: PEFT's `add_weighted_adapter` (linear, ties, dare_ties; svd with
   --peft-svd, with svd_full_matrices=False) on a LlamaForCausalLM with 7B-width layers but
   only one layer (bf16), N adapters loaded; its time is multiplied by 32 layers and
@@ -162,7 +162,8 @@ def child(*args: str) -> tuple[float, float]:
     return run_module_measured("bench.merge_speed", ["--worker", *args])
 
 
-def bench_set(tasks: list[Path], scratch: Path, naive: bool) -> list[dict]:
+def bench_set(tasks: list[Path], scratch: Path, naive: tuple) -> list[dict]:
+    """Floor, every method through the CLI, and the naive merge for the methods in ``naive``."""
     rows = []
     files = input_files(tasks)
     worker_floor(tasks, scratch / "warm.bin")  # warm the page cache for every contender alike
@@ -175,7 +176,7 @@ def bench_set(tasks: list[Path], scratch: Path, naive: bool) -> list[dict]:
                "--out", str(scratch / "rm"), "--overwrite", "-q"] + (["--preset", preset] if preset else [])
         wall, rss = run_module_measured("robustmerge", cmd)
         rows.append({"what": f"robustmerge merge: {label}", "wall_s": wall, "rss_mb": rss})
-        if naive and (method, preset) in (("robustmerge", "official"), ("ties", None)):
+        if naive and (method, preset) in naive:
             args = ["naive", "--tasks", *map(str, tasks), "--out", str(scratch / "naive"), "--method", method]
             wall, rss = child(*(args + (["--preset", preset] if preset else [])))
             rows.append({"what": f"naive in-memory: {label}", "wall_s": wall, "rss_mb": rss})
@@ -228,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, rank in enumerate(ranks):
         for fmt in ["safetensors"] + ([] if a.no_bin or i > 0 else ["bin"]):
             tasks = adapter_sets(a.root, a.tasks, rank, fmt, a.layers)
-            rows, gb = bench_set(tasks, scratch, naive=not a.no_naive and fmt == "safetensors")
+            naive = () if a.no_naive or fmt != "safetensors" else \
+                (("robustmerge", "official"), ("ties", None)) if i == 0 else (("robustmerge", "official"),)
+            rows, gb = bench_set(tasks, scratch, naive)
             floor = rows[0]["wall_s"]
             title = f"N={a.tasks}, r={rank}, {a.layers} layers, bf16 {fmt}: {gb:.2f} GB of inputs"
             print_table(title, rows, floor)
