@@ -100,6 +100,18 @@ def cmd_example(args: argparse.Namespace) -> int:
     return run_example(Path(args.out), seed=args.seed, overwrite=args.overwrite)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.pipeline import run_demo, summary_lines
+
+    report = run_demo(args.out, seed=args.seed, quick=args.quick, fresh=args.fresh, cache_dir=args.cache,
+                      threads=args.threads, progress=not args.no_progress)
+    print()
+    print(report.table_markdown, end="")
+    print()
+    print("\n".join(summary_lines(report)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustmerge", description="Merge LoRA task adapters (RobustMerge and baselines).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -129,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--overwrite", action="store_true")
     ex.set_defaults(func=cmd_example)
+
+    de = sub.add_parser("demo", help="end-to-end demo: train a tiny LLaVA and task adapters on a generated "
+                                     "miniature of MM-MergeBench, merge with every method, print the table")
+    de.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
+    de.add_argument("--seed", type=int, default=0, help="seed of the data and of every training run")
+    de.add_argument("--quick", action="store_true", help="smaller data and training (a smoke test, ~2 min)")
+    de.add_argument("--fresh", action="store_true", help="rebuild the cached data, base, adapters and merges")
+    de.add_argument("--cache", default=".cache/demo", help="cache folder (default .cache/demo)")
+    de.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: faster than 2 for this tiny model on a shared 2-core machine)")
+    de.add_argument("--no-progress", action="store_true", help="no progress bars")
+    de.set_defaults(func=cmd_demo)
 
     from .analysis.cli import add_analyze_parser, add_sweep_parser
 

@@ -3,12 +3,16 @@
 Usage::
 
     python -m robustmerge.table [--results results] [--runs zero-shot,ties,robustmerge]
-        [--reference paper] [--out-md table.md] [--out-csv table.csv]
+        [--reference paper] [--layout paper|demo] [--out-md table.md] [--out-csv table.csv]
 
 Layout (two Markdown tables like the paper, one CSV with every column):
 
 - MM-MergeBench: the eight seen tasks, their average, the four unseen tasks, their average;
 - POPE / MME / MMBench.
+
+``--layout demo`` uses the built-in demo's miniature benchmark instead (its seven seen and
+three unseen tasks, see :mod:`robustmerge.demo`; no POPE / MME / MMBench table). A layout is a
+:class:`Layout`: seen tasks, unseen tasks, general tasks and the first table's title.
 
 Rows are runs (folders of ``--results``), in ``--runs`` order, or by default alphabetical
 with ``zero-shot``, ``individual`` and ``multi-task`` first when present. With
@@ -58,6 +62,49 @@ STRICT_MARK = "*"
 
 class TableError(Exception):
     """A problem with the results tree a user can fix; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which task columns a table has: seen tasks + average, unseen tasks + average (the first
+    table, titled ``title``) and general benchmarks (a second table, when there are any)."""
+
+    name: str
+    title: str
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+    general: tuple[str, ...] = ()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.seen + self.unseen + self.general
+
+    @property
+    def mergebench_columns(self) -> tuple[str, ...]:
+        return self.seen + (SEEN_AVG,) + self.unseen + (UNSEEN_AVG,)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.mergebench_columns + self.general
+
+    @property
+    def averages(self) -> dict[str, tuple[str, ...]]:
+        return {SEEN_AVG: self.seen, UNSEEN_AVG: self.unseen}
+
+
+PAPER_LAYOUT = Layout("paper", "MM-MergeBench", SEEN, UNSEEN, GENERAL)
+LAYOUTS = ("paper", "demo")
+
+
+def get_layout(name: str) -> Layout:
+    """The layout called ``name`` ("paper", the default, or "demo")."""
+    if name == "paper":
+        return PAPER_LAYOUT
+    if name == "demo":
+        from robustmerge.demo.layout import DEMO_SEEN, DEMO_UNSEEN
+
+        return Layout("demo", "MM-MergeBench miniature (robustmerge demo)", DEMO_SEEN, DEMO_UNSEEN)
+    raise TableError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}")
 
 
 @dataclass
@@ -119,26 +166,26 @@ def order_runs(runs: Sequence[str], first: Sequence[str] = FIRST_RUNS) -> list[s
     return sorted(runs, key=lambda r: (rank.get(normalize_name(r), len(rank)), r.lower(), r))
 
 
-def collect(results_dir: Path, runs: Sequence[str]) -> dict[str, dict[str, Cell]]:
+def collect(results_dir: Path, runs: Sequence[str], layout: Layout = PAPER_LAYOUT) -> dict[str, dict[str, Cell]]:
     """``{run: {task: Cell}}`` for every task of the layout; absent files become missing cells."""
     out = {}
     for run in runs:
         run_dir = results_dir / run
         cells = {}
-        for task in TASKS:
+        for task in layout.tasks:
             path = run_dir / task / "result.json"
             if path.is_file():
                 cells[task] = load_result(path, task)
             else:
                 cells[task] = Cell(why="no folder for this run" if not run_dir.is_dir() else "no result.json")
-        _warn_unknown(run_dir)
+        _warn_unknown(run_dir, layout)
         out[run] = cells
     return out
 
 
-def _warn_unknown(run_dir: Path) -> None:
+def _warn_unknown(run_dir: Path, layout: Layout = PAPER_LAYOUT) -> None:
     if run_dir.is_dir():
-        odd = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in TASKS)
+        odd = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in layout.tasks)
         if odd:
             logger.warning("%s: ignoring folder(s) %s (not a task of the table)", run_dir, odd)
 
@@ -146,10 +193,10 @@ def _warn_unknown(run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- rows
 
 
-def with_averages(cells: dict[str, Cell]) -> dict[str, Cell]:
+def with_averages(cells: dict[str, Cell], layout: Layout = PAPER_LAYOUT) -> dict[str, Cell]:
     """Add the seen and unseen averages; an average is missing if any of its cells is."""
     out = dict(cells)
-    for avg, tasks in AVERAGES.items():
+    for avg, tasks in layout.averages.items():
         lacking = [t for t in tasks if cells[t].value is None]
         if lacking:
             out[avg] = Cell(why="missing " + ", ".join(lacking))
@@ -175,11 +222,14 @@ def reference_rows(run: str, run_cells: dict[str, Cell]) -> list[Row]:
     return [paper, delta]
 
 
-def build_rows(collected: dict[str, dict[str, Cell]], reference: str | None = None) -> list[Row]:
+def build_rows(collected: dict[str, dict[str, Cell]], reference: str | None = None,
+               layout: Layout = PAPER_LAYOUT) -> list[Row]:
     """Run rows (with averages) in the given order, each followed by its reference rows."""
+    if reference == "paper" and layout is not PAPER_LAYOUT:
+        raise TableError(f"--reference paper needs the paper layout, not {layout.name!r}")
     rows = []
     for run, cells in collected.items():
-        full = with_averages(cells)
+        full = with_averages(cells, layout)
         rows.append(Row(run, "run", full, run))
         if reference == "paper":
             rows += reference_rows(run, full)
@@ -199,9 +249,9 @@ def format_cell(row: Row, column: str) -> str:
     return text + (STRICT_MARK if cell.protocol in ("strict", "mixed") else "")
 
 
-def row_protocol(row: Row) -> str:
+def row_protocol(row: Row, layout: Layout = PAPER_LAYOUT) -> str:
     """"official", "strict", "mixed (strict: A, B)" or "" (reference rows / nothing found)."""
-    found = {t: row.cells[t].protocol for t in TASKS if row.cells[t].protocol}
+    found = {t: row.cells[t].protocol for t in layout.tasks if row.cells[t].protocol}
     kinds = set(found.values())
     if len(kinds) <= 1:
         return kinds.pop() if kinds else ""
@@ -216,13 +266,13 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def footnotes(rows: Sequence[Row], results_dir: Path) -> list[str]:
+def footnotes(rows: Sequence[Row], results_dir: Path, layout: Layout = PAPER_LAYOUT) -> list[str]:
     """Explanations: protocol markers, every missing cell and every incomplete result."""
     notes = [f"Unmarked numbers use the official protocol; {STRICT_MARK} = strict protocol (or an "
              "average over a strict number).",
              f"{MISSING} = missing; an average is missing when any of its tasks is."]
     for row in (r for r in rows if r.kind == "run"):
-        for c in COLUMNS:
+        for c in layout.columns:
             cell = row.cells[c]
             if cell.value is None:
                 notes.append(f"{MISSING} {row.label} / {c}: {cell.why}")
@@ -235,25 +285,27 @@ def footnotes(rows: Sequence[Row], results_dir: Path) -> list[str]:
     return notes
 
 
-def render_markdown(rows: Sequence[Row], results_dir: Path) -> str:
-    """Two tables (MM-MergeBench; POPE / MME / MMBench), a protocol column and footnotes."""
-    parts = ["### MM-MergeBench", "", markdown_table(rows, MERGEBENCH_COLUMNS), "",
-             "### POPE / MME / MMBench", "", markdown_table(rows, GENERAL), "",
-             "Protocols: " + "; ".join(f"{r.label}: {row_protocol(r) or 'none'}"
-                                      for r in rows if r.kind == "run"), ""]
-    parts += [f"- {n}" for n in footnotes(rows, results_dir)]
+def render_markdown(rows: Sequence[Row], results_dir: Path, layout: Layout = PAPER_LAYOUT) -> str:
+    """Two tables (MM-MergeBench; POPE / MME / MMBench), a protocol column and footnotes
+    (one table when the layout has no general tasks)."""
+    parts = [f"### {layout.title}", "", markdown_table(rows, layout.mergebench_columns), ""]
+    if layout.general:
+        parts += ["### " + " / ".join(layout.general), "", markdown_table(rows, layout.general), ""]
+    parts += ["Protocols: " + "; ".join(f"{r.label}: {row_protocol(r, layout) or 'none'}"
+                                        for r in rows if r.kind == "run"), ""]
+    parts += [f"- {n}" for n in footnotes(rows, results_dir, layout)]
     return "\n".join(parts) + "\n"
 
 
-def render_csv(rows: Sequence[Row]) -> str:
+def render_csv(rows: Sequence[Row], layout: Layout = PAPER_LAYOUT) -> str:
     """One CSV row per table row: run, kind (run / paper / delta), label, every column
     (rounded to 6 decimals, empty when missing), protocol."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["run", "kind", "label", *COLUMNS, "protocol"])
+    writer.writerow(["run", "kind", "label", *layout.columns, "protocol"])
     for row in rows:
-        values = ["" if row.cells[c].value is None else repr(round(row.cells[c].value, 6)) for c in COLUMNS]
-        writer.writerow([row.run, row.kind, row.label, *values, row_protocol(row)])
+        values = ["" if row.cells[c].value is None else repr(round(row.cells[c].value, 6)) for c in layout.columns]
+        writer.writerow([row.run, row.kind, row.label, *values, row_protocol(row, layout)])
     return buf.getvalue()
 
 
@@ -261,7 +313,7 @@ def render_csv(rows: Sequence[Row]) -> str:
 
 
 def make_table(results_dir: str | Path, runs: Sequence[str] | None = None,
-               reference: str | None = None) -> list[Row]:
+               reference: str | None = None, layout: Layout = PAPER_LAYOUT) -> list[Row]:
     """Collect the results and build the rows (``runs`` None = every run folder, default order)."""
     results_dir = Path(results_dir)
     if runs is None:
@@ -270,7 +322,7 @@ def make_table(results_dir: str | Path, runs: Sequence[str] | None = None,
             raise TableError(f"{results_dir}: no run folders found")
     elif not results_dir.is_dir():
         raise TableError(f"{results_dir}: results folder not found; pass --results DIR")
-    return build_rows(collect(results_dir, runs), reference)
+    return build_rows(collect(results_dir, runs, layout), reference, layout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--runs", default=None, help="comma-separated runs in row order (default: all)")
     p.add_argument("--reference", choices=("paper",), default=None, help="add the paper's rows and differences")
+    p.add_argument("--layout", choices=LAYOUTS, default="paper",
+                   help="task columns: the paper's MM-MergeBench + POPE/MME/MMBench (default) or the demo's miniature")
     p.add_argument("--out-md", default=None, help="also write the Markdown here")
     p.add_argument("--out-csv", default=None, help="write the CSV here")
     p.add_argument("--log-level", default="WARNING")
@@ -286,16 +340,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     try:
-        rows = make_table(args.results, runs, args.reference)
+        layout = get_layout(args.layout)
+        rows = make_table(args.results, runs, args.reference, layout)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    md = render_markdown(rows, Path(args.results))
+    md = render_markdown(rows, Path(args.results), layout)
     print(md, end="")
     if args.out_md:
         write_text_atomic(Path(args.out_md), md)
     if args.out_csv:
-        write_text_atomic(Path(args.out_csv), render_csv(rows))
+        write_text_atomic(Path(args.out_csv), render_csv(rows, layout))
     return 0
 
 
