@@ -42,13 +42,7 @@ COLORS = {"Red": (220, 30, 30), "Green": (30, 200, 40), "Blue": (30, 40, 220), "
 QUESTION = "What color is the shape?\nAnswer the question using a single word or phrase."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread on shared machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- builders
