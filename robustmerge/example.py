@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters import load_adapter_set
+from .adapters import load_adapter_set, open_task
 from .driver import merge_to_folder
 from .errors import MergeInputError
 from .methods import REGISTRY
@@ -23,9 +23,8 @@ from .synthetic import LlamaShape, write_task_adapters
 
 def kept_share(adapters, merged_folder: Path) -> tuple[float, float]:
     """Mean over tasks and modules of cos(ΔW*, ΔW_n) and ‖ΔW*‖/‖ΔW_n‖."""
-    merged = load_adapter_set([merged_folder, adapters.tasks[0].path])  # reuse the reader
+    t_merged = open_task(merged_folder)
     cos, ratio = [], []
-    t_merged = merged.tasks[0]
     s_merged = t_merged.module_scaling(adapters.modules[0], t_merged.config["r"])
     for module in adapters.modules:
         A, B = adapters.factors(module)
