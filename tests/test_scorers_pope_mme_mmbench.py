@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from llava.eval import mmbench_data
 from llava.eval.scorers import mme, mmbench, pope
 
-POPE_FIXTURE = Path("/work/shared/fixtures/official_scores/pope")
+FIXTURES = Path(os.environ.get("LLAVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+POPE_FIXTURE = FIXTURES / "official_scores" / "pope"
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
