@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .adapters import AdapterSet, load_adapter_set, strip_extra_key
+from .adapters import AdapterSet, load_adapter_set, scaling_of, strip_extra_key
 from .errors import MergeInputError
 from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder, sha256_file
 from .methods import ModuleContext, get_method
@@ -149,8 +149,6 @@ class MergeResult:
     def delta(self, module: str) -> torch.Tensor:
         """ΔW* = scaling · B* A* of one module, with the output config's scaling."""
         a_key, b_key = self.plan.adapters.tasks[0].modules[module]
-        from .adapters import scaling_of
-
         s = scaling_of(self.config["r"], self.config["lora_alpha"], bool(self.config.get("use_rslora")))
         return s * self.tensors[b_key] @ self.tensors[a_key]
 

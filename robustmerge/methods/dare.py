@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .common import apply_mask
+from .common import apply_mask, ordered_sum
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
-from .robustmerge import plain_sum
 
 
 def dare_drop(x: torch.Tensor, drop: float, rescale: str, gen: torch.Generator) -> torch.Tensor:
@@ -40,4 +39,4 @@ def dare_drop(x: torch.Tensor, drop: float, rescale: str, gen: torch.Generator) 
 def dare(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
     a = dare_drop(A, p["drop"], p["rescale"], ctx.generator("A"))  # [N, r, d_in]
     b = dare_drop(B, p["drop"], p["rescale"], ctx.generator("B"))  # [N, d_out, r]
-    return scale_pair(plain_sum(a, 1.0), plain_sum(b, 1.0), p["lam"], p["lambda_on"])
+    return scale_pair(ordered_sum(a, 1.0), ordered_sum(b, 1.0), p["lam"], p["lambda_on"])

@@ -99,11 +99,6 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
     return torch.where(den > 0, num / torch.where(den > 0, den, 1), torch.zeros_like(num))
 
 
-def plain_sum(x: torch.Tensor, lam: float) -> torch.Tensor:
-    """λ Σ_n x_n, accumulated in float32 in task order (see :func:`ordered_sum`)."""
-    return ordered_sum(x, lam)
-
-
 def prune(x: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Magnitude-prune each task matrix of x: [N, ...]; returns (x̃, |x|, mask)."""
     absx = x.abs()
@@ -150,11 +145,11 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     lam_b = p["lam"]
     variant = p["variant"]
     if variant == "no_prune_scale":
-        return plain_sum(A, lam_a), plain_sum(B, lam_b)
+        return ordered_sum(A, lam_a), ordered_sum(B, lam_b)
     A_p, A_abs, A_mask = prune(A, p["keep"])  # [N, r, d_in]
     B_p, B_abs, B_mask = prune(B, p["keep"])  # [N, d_out, r]
     if variant == "prune_only":
-        return plain_sum(A_p, lam_a), plain_sum(B_p, lam_b)
+        return ordered_sum(A_p, lam_a), ordered_sum(B_p, lam_b)
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
@@ -163,8 +158,8 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
         s_b = clamp_low(complementary_scale(B_abs.transpose(1, 2), kept_abs(B_abs, B_mask).transpose(1, 2), dtype),
                         p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
-        return plain_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
+        return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
     a_star = weighted_sum(A_p, s_a, lam_a, True, dim=1) if s_a is not None and variant != "scale_b_from_b" \
-        else plain_sum(A_p, lam_a)
-    b_star = weighted_sum(B_p, s_b, lam_b, True, dim=2) if s_b is not None else plain_sum(B_p, lam_b)
+        else ordered_sum(A_p, lam_a)
+    b_star = weighted_sum(B_p, s_b, lam_b, True, dim=2) if s_b is not None else ordered_sum(B_p, lam_b)
     return a_star, b_star

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .common import ordered_sum
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, register, scale_pair
-from .robustmerge import plain_sum
 
 
 @register(
@@ -21,4 +21,4 @@ from .robustmerge import plain_sum
     params=[LAMBDA, LAMBDA_ON],
 )
 def task_arithmetic(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
-    return scale_pair(plain_sum(A, 1.0), plain_sum(B, 1.0), p["lam"], p["lambda_on"])
+    return scale_pair(ordered_sum(A, 1.0), ordered_sum(B, 1.0), p["lam"], p["lambda_on"])
