@@ -220,6 +220,56 @@ def test_streaming_kth_equals_kthvalue():
         assert sel.value() == allv.kthvalue(k).values.item()
 
 
+def _awkward(numel, dtype, seed):
+    """Values with ties, ±0, subnormals and a wide range of magnitudes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(numel, generator=g) * 10.0 ** torch.randint(-6, 3, (numel,), generator=g)
+    x[torch.randint(0, numel, (numel // 10,), generator=g)] = 0.0
+    x[torch.randint(0, numel, (numel // 20,), generator=g)] = -0.0
+    x[torch.randint(0, numel, (numel // 10,), generator=g)] = 0.5
+    x[:50] = torch.finfo(dtype).smallest_normal / 4  # subnormals
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_kth_selection_equals_kthvalue(dtype):
+    """The fast exact selections agree with kthvalue on every k tried, both halves of the
+    range (the sampled bracket's two sides) and the 16-bit histogram route."""
+    from robustmerge.methods.common import kth_smallest, kth_smallest_magnitude16
+
+    x = _awkward(50_000, dtype, seed=7)  # > 16 · 1024: the bracketed route
+    for k in (1, 2, 5, 4_999, 25_000, 25_001, 40_000, 49_999, 50_000):
+        ref = x.float().kthvalue(k).values
+        assert kth_smallest(x.float(), k) == ref
+        if dtype != torch.float32:
+            mag = x.abs()
+            bits = kth_smallest_magnitude16(mag.view(torch.int16), k)
+            want = mag.float().kthvalue(k).values.to(dtype)
+            assert torch.tensor(bits, dtype=torch.int16).view(dtype) == want, k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("keep", [1e-4, 0.2, 0.5, 0.999, 1.0])
+def test_prune_by_magnitude_is_mask_bit_for_bit(dtype, keep):
+    """The integer route on 16-bit bit patterns prunes exactly as |x| >= kthvalue does,
+    bytes included (kept -0.0 stays -0.0, pruned entries are +0.0)."""
+    from robustmerge.methods.common import apply_mask, magnitude, magnitude_mask, prune_by_magnitude
+
+    x = _awkward(3 * 40 * 70, dtype, seed=11).reshape(3, 40, 70)
+    x[1] *= 1e-3  # tasks with different scales get their own thresholds
+    pruned, absx = prune_by_magnitude(x, keep)
+    want = apply_mask(x, magnitude_mask(x, keep))
+    assert pruned.dtype == dtype and absx.dtype == dtype
+    ibits = torch.int32 if dtype == torch.float32 else torch.int16
+    assert torch.equal(pruned.view(ibits), want.view(ibits))
+    assert torch.equal(absx.view(ibits), x.abs().view(ibits))
+    assert torch.equal(magnitude(x).view(ibits), x.abs().view(ibits))
+    k = int(40 * 70 * (1 - keep))
+    for n in range(3):  # the k-th smallest and everything above it survive (ties included)
+        t = x[n].abs().float().reshape(-1).kthvalue(k).values if k > 0 else 0.0
+        assert int((pruned[n] != 0).sum()) == int((x[n].abs().float() >= t).logical_and(x[n] != 0).sum())
+
+
 def test_ties_model_trim_uses_global_thresholds(tmp_path):
     folders = write_task_adapters(tmp_path, 3, SHAPE, r=4, seed=1, with_extras=False)
     ad = load_adapter_set(folders)

@@ -17,8 +17,10 @@ def kth_smallest(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:
     """Exact k-th smallest value (1-based) of a 1-D tensor, as ``v.kthvalue(k)`` gives it.
 
     Large inputs take a faster route: a seeded random sample brackets the k-th value, one
-    counting pass and one selection pass keep the candidates between the brackets, and the
-    candidates are searched; when the bracket misses (rare) the full ``kthvalue`` runs.
+    selection pass keeps the entries on the bracket's smaller side (below the upper bracket
+    when k is in the lower half, above the lower bracket otherwise), and the candidates
+    between the brackets are searched; when the bracket misses (rare) the full ``kthvalue``
+    runs.
     """
     n = v.numel()
     if n <= 16 * sample:
@@ -29,12 +31,28 @@ def kth_smallest(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:
     margin = int(4 * math.sqrt(sample * p * (1 - p))) + 8
     lo = probe[max(0, int(p * sample) - margin)]
     hi = probe[min(sample - 1, int(p * sample) + margin)]
-    upper = v[v >= lo]  # the entries from the lower bracket up (a small share when k is large)
-    below = n - upper.numel()
-    cand = upper[upper <= hi]
+    if 2 * k > n:
+        side = v[v >= lo]  # the entries from the lower bracket up
+        cand = side[side <= hi]
+        below = n - side.numel()
+    else:
+        side = v[v <= hi]  # the entries up to the upper bracket
+        cand = side[side >= lo]
+        below = side.numel() - cand.numel()
     if below < k <= below + cand.numel():
         return cand.kthvalue(k - below).values
     return v.kthvalue(k).values
+
+
+def kth_smallest_magnitude16(bits: torch.Tensor, k: int) -> int:
+    """Exact k-th smallest (1-based) of the non-negative 16-bit floats (bfloat16 or float16)
+    whose bit patterns are ``bits`` (1-D int16), returned as a bit pattern.
+
+    Non-negative 16-bit floats order like their int16 bit patterns, and there are only
+    32768 of those, so one counting pass (a histogram) finds the k-th value exactly.
+    """
+    cum = torch.bincount(bits, minlength=1 << 15).cumsum(0)
+    return int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))
 
 
 def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,10 +72,46 @@ def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = Non
     k = kth_index(flat.shape[1], keep)
     if k <= 0:
         return torch.ones_like(x, dtype=torch.bool)
-    # non-negative 16-bit floats order like their int16 bit patterns, which select faster
-    bits = flat.view(torch.int16) if flat.element_size() == 2 else flat
-    thresh = torch.stack([kth_smallest(bits[i], k) for i in range(n)]).view(flat.dtype)  # [N]
-    return absx >= thresh.view(n, *([1] * (x.dim() - 1)))
+    view = [n] + [1] * (x.dim() - 1)
+    if flat.element_size() == 2:  # compare bit patterns: the same order, and cheaper
+        bits = flat.view(torch.int16)
+        thresh = torch.tensor([kth_smallest_magnitude16(bits[i], k) for i in range(n)], dtype=torch.int16,
+                              device=x.device)
+        return absx.view(torch.int16) >= thresh.view(view)
+    thresh = torch.stack([kth_smallest(flat[i], k) for i in range(n)])  # [N]
+    return absx >= thresh.view(view)
+
+
+def magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|x|, bit-identical to ``x.abs()`` (16-bit floats: the sign bit cleared, which is cheaper)."""
+    if x.element_size() == 2 and x.dtype.is_floating_point:
+        return (x.view(torch.int16) & 0x7FFF).view(x.dtype)
+    return x.abs()
+
+
+def prune_by_magnitude(x: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnitude-prune each task matrix of x: [N, ...]; returns (x̃, |x|) with
+    x̃ = x ⊙ :func:`magnitude_mask` (x, keep), bit for bit (kept entries and the sign of
+    zeros unchanged, pruned entries +0).
+
+    16-bit floats take an all-integer route on the bit patterns: |x| = bits & 0x7FFF, the
+    threshold t_n from a histogram, and the keep mask ((t_n - 1 - |x|) >> 15, all ones where
+    |x| >= t_n) ANDed with the bits. ``x̃`` may be ``x`` itself when nothing is pruned.
+    """
+    if not (x.element_size() == 2 and x.dtype.is_floating_point):
+        absx = x.abs()
+        return apply_mask(x, magnitude_mask(x, keep, absx)), absx
+    n = x.shape[0]
+    bits = x.view(torch.int16)
+    absbits = bits & 0x7FFF  # [N, ...]
+    k = kth_index(absbits[0].numel(), keep)
+    if k <= 0:
+        return x, absbits.view(x.dtype)
+    flat = absbits.reshape(n, -1)
+    t = torch.tensor([kth_smallest_magnitude16(flat[i], k) - 1 for i in range(n)], dtype=torch.int16,
+                     device=x.device)  # t_n - 1 >= -1, so t_n - 1 - |x| cannot overflow int16
+    keep_bits = torch.sub(t.view(n, *([1] * (x.dim() - 1))), absbits).bitwise_right_shift_(15)
+    return keep_bits.bitwise_and_(bits).view(x.dtype), absbits.view(x.dtype)
 
 
 def ordered_sum(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:

@@ -38,7 +38,7 @@ import logging
 
 import torch
 
-from .common import magnitude_mask, ordered_sum
+from .common import magnitude, ordered_sum, prune_by_magnitude
 from .registry import LAMBDA_ON, ModuleContext, Param, register
 
 log = logging.getLogger(__name__)
@@ -99,18 +99,6 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
     return torch.where(den > 0, num / torch.where(den > 0, den, 1), torch.zeros_like(num))
 
 
-def prune(x: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Magnitude-prune each task matrix of x: [N, ...]; returns (x̃, |x|, mask)."""
-    absx = x.abs()
-    mask = magnitude_mask(x, keep, absx)
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), absx, mask
-
-
-def kept_abs(absx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """|x̃| from |x| and the pruning mask."""
-    return torch.where(mask, absx, torch.zeros((), dtype=absx.dtype, device=absx.device))
-
-
 @register(
     "robustmerge",
     summary="prune A and B by magnitude, rescale B's rank columns by A's lost mass, normalise across tasks, sum",
@@ -146,16 +134,16 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     variant = p["variant"]
     if variant == "no_prune_scale":
         return ordered_sum(A, lam_a), ordered_sum(B, lam_b)
-    A_p, A_abs, A_mask = prune(A, p["keep"])  # [N, r, d_in]
-    B_p, B_abs, B_mask = prune(B, p["keep"])  # [N, d_out, r]
+    A_p, A_abs = prune_by_magnitude(A, p["keep"])  # [N, r, d_in]
+    B_p, B_abs = prune_by_magnitude(B, p["keep"])  # [N, d_out, r]
     if variant == "prune_only":
         return ordered_sum(A_p, lam_a), ordered_sum(B_p, lam_b)
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(complementary_scale(A_abs, kept_abs(A_abs, A_mask), dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(complementary_scale(A_abs, magnitude(A_p), dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        s_b = clamp_low(complementary_scale(B_abs.transpose(1, 2), kept_abs(B_abs, B_mask).transpose(1, 2), dtype),
+        s_b = clamp_low(complementary_scale(B_abs.transpose(1, 2), magnitude(B_p).transpose(1, 2), dtype),
                         p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import StreamingKth, apply_mask, kth_index, magnitude_mask
+from .common import StreamingKth, apply_mask, kth_index, prune_by_magnitude
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
@@ -35,7 +35,7 @@ def ties_combine(x: torch.Tensor) -> torch.Tensor:
 def ties_trim(x: torch.Tensor, density: float, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Trim x: [N, ...] per task: per matrix, or with given per-task thresholds [N]."""
     if thresholds is None:
-        return apply_mask(x, magnitude_mask(x, density))
+        return prune_by_magnitude(x, density)[0]
     t = thresholds.to(x.device).view(-1, *([1] * (x.dim() - 1)))
     return apply_mask(x, x.abs().float() >= t)
 
