@@ -158,6 +158,23 @@ def test_dare_drops_and_rescales():
     torch.testing.assert_close(a_none * (a != 0), a * 0.7)
 
 
+@pytest.mark.parametrize("name,params", [("ties", {"density": 0.3}), ("dare", {"drop": 0.3}), ("dare", {"drop": 0.5}),
+                                         ("robustmerge", {"s_dtype": "float32"}), ("pcb", {})])
+def test_16bit_routes_equal_float32_routes(name, params):
+    """Rules that work on 16-bit bit patterns give exactly what their float route gives for
+    the same values held in float32 (ties at the thresholds, -0.0 and zero sums included)."""
+    A, B = stacks(n=4, r=8, d_in=96, d_out=80, seed=5)
+    A[0, 0, :12] = A[1, 0, :12]  # equal entries across tasks
+    A[2, 1, :20] = -A[3, 1, :20]  # sums that cancel exactly
+    A[1, 2, :8] = -0.0
+    A16, B16 = A.bfloat16(), B.bfloat16()
+    a16, b16 = run(name, A16, B16, seed=3, **params)
+    a32, b32 = run(name, A16.float(), B16.float(), seed=3, **params)
+    assert torch.equal(a16, a32) and torch.equal(b16, b32)
+    if name == "ties":
+        torch.testing.assert_close(a16.double(), naive_ties(A16.double(), 0.3), rtol=1e-6, atol=1e-7)
+
+
 # ---- properties ----------------------------------------------------------------------
 
 def identical(n=4):

@@ -135,10 +135,10 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """(x - min) / (max - min) along ``dim``; 0 where the range is 0."""
-    lo = x.amin(dim=dim, keepdim=True)
-    span = x.amax(dim=dim, keepdim=True) - lo
-    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1), torch.zeros_like(x))
+    """(x - min) / (max - min) along ``dim``; 0 where the range is 0 (x - min is 0 there)."""
+    lo, hi = torch.aminmax(x, dim=dim, keepdim=True)
+    span = hi - lo
+    return (x - lo).div_(torch.where(span > 0, span, 1))
 
 
 class StreamingKth:

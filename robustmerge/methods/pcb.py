@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import kth_smallest, minmax
+from .common import kth_smallest, kth_smallest_magnitude16, minmax
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
@@ -24,20 +24,30 @@ def _sorted_at(x: torch.Tensor, index: int) -> torch.Tensor:
     return torch.stack([kth_smallest(row, index + 1) for row in x]).unsqueeze(1)
 
 
+def _clip_bounds(x: torch.Tensor, mag: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task |τ| at sort indices lo and hi, [N, 1] each (float32). 16-bit inputs: exact
+    from one histogram of their magnitude bit patterns (float32 conversion keeps the order)."""
+    if not (x.element_size() == 2 and x.dtype.is_floating_point):
+        return _sorted_at(mag, lo), _sorted_at(mag, hi)
+    bits = (x.view(torch.int16) & 0x7FFF).reshape(x.shape[0], -1)
+    found = [[kth_smallest_magnitude16(row, i + 1) for i in (lo, hi)] for row in bits]
+    vals = torch.tensor(found, dtype=torch.int16, device=x.device).view(x.dtype).float()  # [N, 2]
+    return vals[:, :1], vals[:, 1:]
+
+
 def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:
     """PCB-merge one stack x: [N, ...] -> [...] (float32, before λ)."""
     n, shape = x.shape[0], x.shape[1:]
     tau = x.float().reshape(n, -1)  # [N, D]
     d = tau.shape[1]
     mag = tau.abs()
-    mag = torch.clamp(mag, _sorted_at(mag, int(d * clip)), _sorted_at(mag, int(d * (1 - clip)) - 1))
-    tau_clip = torch.sign(tau) * mag
-    intra = torch.exp(n * minmax(mag, dim=1) ** 2)  # [N, D]
-    inter = torch.tanh(tau * tau.sum(0, keepdim=True))  # [N, D]
-    beta = intra * inter
-    beta = torch.clamp(beta, min=_sorted_at(beta, min(int(d * (1 - ratio)), d - 1)))
+    mag.clamp_(*_clip_bounds(x, mag, int(d * clip), int(d * (1 - clip)) - 1))
+    tau_clip = torch.sign(tau).mul_(mag)
+    intra = minmax(mag, dim=1).square_().mul_(n).exp_()  # [N, D]
+    beta = intra.mul_((tau * tau.sum(0, keepdim=True)).tanh_())  # intra ⊙ inter
+    beta.clamp_(min=_sorted_at(beta, min(int(d * (1 - ratio)), d - 1)))
     w = minmax(beta, dim=1)  # [N, D] in [0, 1]
-    merged = (w * tau_clip).sum(0) / w.sum(0).clamp(min=1e-12)
+    merged = tau_clip.mul_(w).sum(0) / w.sum(0).clamp(min=1e-12)
     return merged.reshape(shape)
 
 

@@ -6,8 +6,9 @@ B stack separately. For X ∈ {A, B} with task matrices X_n:
           trim='model':  t_n over all matrices of that factor kind (every A of task n, or
                          every B of task n) — the original's whole-task-vector trimming
                          applied per factor kind (exact, found by a streaming two-pass select).
-2. elect: γ = sign(Σ_n X̂_n) per entry; entries where the sum is 0 take the sign of the
-          matrix total Σ γ-before (the majority-mass sign).
+2. elect: γ = sign(Σ_n X̂_n) per entry (summed as P + M, the float32 task-order sums of the
+          positive and the negative parts); entries where the sum is 0 take the sign of the
+          matrix total (the majority-mass sign).
 3. disjoint mean: X* = λ · Σ_n X̂_n [sign(X̂_n) = γ] / max(1, #{n : sign(X̂_n) = γ, X̂_n ≠ 0})
 
 λ placement as lambda_on. Shapes: A [N, r, d_in], B [N, d_out, r] -> float32 [r, d_in], [d_out, r].
@@ -16,20 +17,31 @@ from __future__ import annotations
 
 import torch
 
-from .common import StreamingKth, apply_mask, kth_index, prune_by_magnitude
+from .common import StreamingKth, apply_mask, kth_index, ordered_sum, prune_by_magnitude
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
 def ties_combine(x: torch.Tensor) -> torch.Tensor:
-    """Elect signs and take the disjoint mean of trimmed x: [N, ...] -> [...] (float32)."""
-    x = x.float()
-    total = x.sum(0)  # [...]
-    sign = torch.sign(total)
-    majority = 1.0 if total.sum() >= 0 else -1.0
-    sign = torch.where(sign == 0, torch.full_like(sign, majority), sign)
-    agree = (torch.sign(x) == sign) & (x != 0)  # [N, ...]
-    count = agree.sum(0).clamp(min=1)
-    return (x * agree).sum(0) / count
+    """Elect signs and take the disjoint mean of trimmed x: [N, ...] -> [...] (float32).
+
+    With P = Σ_n max(X̂_n, 0) and M = Σ_n min(X̂_n, 0) (float32, task order), the elected
+    sign is that of P + M and the disjoint mean is P / #positive or M / #negative.
+    """
+    count = torch.int16 if x.shape[0] < (1 << 15) else torch.int32
+    if x.element_size() == 2 and x.dtype.is_floating_point:  # split the signs on the bit patterns
+        bits = x.view(torch.int16)
+        neg_bits = bits & (bits >> 15)  # the entries with a set sign bit, 0 elsewhere
+        pos, neg = (bits - neg_bits).view(x.dtype), neg_bits.view(x.dtype)
+        n_pos = (bits > 0).sum(0, dtype=count)
+        n_neg = (-bits > 0).sum(0, dtype=count)  # bits in [-32767, -1]: -0.0 (-32768) is not negative
+    else:
+        pos, neg = x.clamp(min=0), x.clamp(max=0)
+        n_pos, n_neg = (x > 0).sum(0, dtype=count), (x < 0).sum(0, dtype=count)
+    P, M = ordered_sum(pos), ordered_sum(neg)
+    total = P + M
+    majority = bool(total.sum() >= 0)  # the sign for entries whose sum is 0
+    up = (total > 0) | ((total == 0) & majority)
+    return torch.where(up, P / n_pos.clamp(min=1), M / n_neg.clamp(min=1))
 
 
 def ties_trim(x: torch.Tensor, density: float, thresholds: torch.Tensor | None) -> torch.Tensor:
