@@ -6,6 +6,7 @@ denominator in the stored dtype, float32 numerators accumulated in task order, t
 projector as a running mean in the stored dtype), so no rounding slack is needed. The
 spec's fallback tolerance for bf16 (rtol 1e-2) would hide a one-ulp change of S.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -107,9 +108,23 @@ def test_cli_output_folder_matches_fixture(name, tmp_path):
     assert record["method"] == "robustmerge" and record["preset"] == "official"
     assert record["params"]["keep"] == params["keep"] and record["params"]["lam"] == params["lam"]
     assert record["task_order"] == case["task_order"]
-    import hashlib
     assert record["inputs"][0]["sha256"] == hashlib.sha256((folders[0] / "adapter_model.bin").read_bytes()).hexdigest()
     assert record["inputs"][0]["r"] == [case["r"]] and record["inputs"][0]["lora_alpha"] == case["lora_alpha"]
     assert "merged as stored" in record["harmonisation"][0]
     assert {"torch", "robustmerge", "python"} <= set(record["versions"])
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096 * 3 + 17, 65536 * 3])
+def test_sha256_file_through_windows(tmp_path, size):
+    """The record's input hashes equal hashlib's over the whole file, across window edges."""
+    import mmap
+
+    from robustmerge.io import sha256_file
+
+    f = tmp_path / "blob"
+    f.write_bytes(torch.randint(0, 256, (size,), generator=torch.Generator().manual_seed(size), dtype=torch.uint8)
+                  .numpy().tobytes())
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert sha256_file(f) == want
+    assert sha256_file(f, window=mmap.ALLOCATIONGRANULARITY) == want

@@ -89,29 +89,28 @@ def magnitude(x: torch.Tensor) -> torch.Tensor:
     return x.abs()
 
 
-def prune_by_magnitude(x: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Magnitude-prune each task matrix of x: [N, ...]; returns (x̃, |x|) with
-    x̃ = x ⊙ :func:`magnitude_mask` (x, keep), bit for bit (kept entries and the sign of
-    zeros unchanged, pruned entries +0).
+def prune_by_magnitude(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Magnitude-prune each task matrix of x: [N, ...]: x̃ = x ⊙ :func:`magnitude_mask` (x, keep),
+    bit for bit (kept entries and the sign of zeros unchanged, pruned entries +0).
 
-    16-bit floats take an all-integer route on the bit patterns: |x| = bits & 0x7FFF, the
-    threshold t_n from a histogram, and the keep mask ((t_n - 1 - |x|) >> 15, all ones where
-    |x| >= t_n) ANDed with the bits. ``x̃`` may be ``x`` itself when nothing is pruned.
+    16-bit floats take an all-integer route on the bit patterns, in one new buffer: |x| =
+    bits & 0x7FFF, the threshold t_n from a histogram, then in place the keep mask
+    ((t_n - 1 - |x|) >> 15, all ones where |x| >= t_n) ANDed with the bits. ``x̃`` may be
+    ``x`` itself when nothing is pruned.
     """
     if not (x.element_size() == 2 and x.dtype.is_floating_point):
-        absx = x.abs()
-        return apply_mask(x, magnitude_mask(x, keep, absx)), absx
+        return apply_mask(x, magnitude_mask(x, keep))
     n = x.shape[0]
-    bits = x.view(torch.int16)
-    absbits = bits & 0x7FFF  # [N, ...]
-    k = kth_index(absbits[0].numel(), keep)
+    k = kth_index(x[0].numel(), keep)
     if k <= 0:
-        return x, absbits.view(x.dtype)
-    flat = absbits.reshape(n, -1)
+        return x
+    bits = x.view(torch.int16)
+    out = bits & 0x7FFF  # |x| for now; [N, ...]
+    flat = out.reshape(n, -1)
     t = torch.tensor([kth_smallest_magnitude16(flat[i], k) - 1 for i in range(n)], dtype=torch.int16,
                      device=x.device)  # t_n - 1 >= -1, so t_n - 1 - |x| cannot overflow int16
-    keep_bits = torch.sub(t.view(n, *([1] * (x.dim() - 1))), absbits).bitwise_right_shift_(15)
-    return keep_bits.bitwise_and_(bits).view(x.dtype), absbits.view(x.dtype)
+    out.neg_().add_(t.view(n, *([1] * (x.dim() - 1)))).bitwise_right_shift_(15)  # the keep mask
+    return out.bitwise_and_(bits).view(x.dtype)
 
 
 def ordered_sum(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:

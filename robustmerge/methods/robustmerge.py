@@ -134,16 +134,16 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     variant = p["variant"]
     if variant == "no_prune_scale":
         return ordered_sum(A, lam_a), ordered_sum(B, lam_b)
-    A_p, A_abs = prune_by_magnitude(A, p["keep"])  # [N, r, d_in]
-    B_p, B_abs = prune_by_magnitude(B, p["keep"])  # [N, d_out, r]
+    A_p = prune_by_magnitude(A, p["keep"])  # [N, r, d_in]
+    B_p = prune_by_magnitude(B, p["keep"])  # [N, d_out, r]
     if variant == "prune_only":
         return ordered_sum(A_p, lam_a), ordered_sum(B_p, lam_b)
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(complementary_scale(A_abs, magnitude(A_p), dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(complementary_scale(magnitude(A), magnitude(A_p), dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        s_b = clamp_low(complementary_scale(B_abs.transpose(1, 2), magnitude(B_p).transpose(1, 2), dtype),
+        s_b = clamp_low(complementary_scale(magnitude(B).transpose(1, 2), magnitude(B_p).transpose(1, 2), dtype),
                         p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)

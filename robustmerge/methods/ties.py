@@ -47,7 +47,7 @@ def ties_combine(x: torch.Tensor) -> torch.Tensor:
 def ties_trim(x: torch.Tensor, density: float, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Trim x: [N, ...] per task: per matrix, or with given per-task thresholds [N]."""
     if thresholds is None:
-        return prune_by_magnitude(x, density)[0]
+        return prune_by_magnitude(x, density)
     t = thresholds.to(x.device).view(-1, *([1] * (x.dim() - 1)))
     return apply_mask(x, x.abs().float() >= t)
 
