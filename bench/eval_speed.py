@@ -13,6 +13,13 @@ On a tiny LLaVA made by `llava.model.tiny` (sizes below) and a generated VQA-sty
 
 All timings are wall times in this process, taken one after another, with one torch thread
 by default (`--threads`). No GPU is used.
+
+    python -m bench.eval_speed --random-model llava-7b --device cuda [--dtype bfloat16] [--attn sdpa,flash_attention_2]
+
+instead measures greedy generation tokens/s of a randomly initialised LLaVA-1.5-7B (real
+sizes: Vicuna-7B + CLIP ViT-L/14-336, no weights needed) at batch size 1 vs 8 vs 16, per
+attention implementation (flash_attention_2 when flash-attn is installed), with peak GPU
+memory. `--random-model tiny --device cpu --dtype float32` runs the same code on a CPU.
 """
 from __future__ import annotations
 
@@ -109,6 +116,72 @@ def bench_swapping(base: Path, loras: list[Path], items, out: Path, max_new_toke
             "total_ratio": reload_total / swap_total, "identical": reload_texts == swap_texts}
 
 
+def bench_random_model(root: Path, shape: str, device: str, dtype: str, attns: list[str], batches: list[int],
+                       new_tokens: int, prompt_tokens: int = 40) -> list[dict]:
+    """Greedy generation throughput of a randomly initialised LLaVA (``shape``: llava-7b at
+    its real sizes, or tiny for a smoke run): one image and ``prompt_tokens`` text tokens per
+    question, exactly ``new_tokens`` new tokens per answer; tokens/s at each batch size, per
+    attention implementation, after one warm-up generation. Also notes whether row 0's tokens
+    equal those of batch size 1 (the same prompt and image)."""
+    import torch
+
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.model.tiny import LLAVA_V15_7B, TinySizes, random_llava
+
+    sizes = LLAVA_V15_7B if shape == "llava-7b" else TinySizes()
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    torch_dtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randint(3, sizes.vocab_size, (prompt_tokens,), generator=gen)
+    ids = torch.cat([torch.tensor([1]), text[:5], torch.tensor([IMAGE_TOKEN_INDEX]), text[5:]]).unsqueeze(0)
+    images = torch.randn(max(batches), 3, sizes.image_size, sizes.image_size, generator=gen)
+    rows = []
+    for attn in attns:
+        model = random_llava(sizes, root / f"clip-{shape}", dev, torch_dtype, attn)
+        reference = None
+
+        def generate(bs: int) -> torch.Tensor:
+            with torch.inference_mode():
+                return model.generate(inputs=ids.expand(bs, -1).to(dev), images=images[:bs].to(dev, torch_dtype),
+                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                      pad_token_id=0)
+
+        for bs in batches:
+            generate(bs)  # warm-up: kernels, allocator, caches
+            if cuda:
+                torch.cuda.synchronize(dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
+            out = generate(bs)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            wall = time.perf_counter() - t0
+            if tuple(out.shape) != (bs, new_tokens):
+                raise RuntimeError(f"expected {bs} × {new_tokens} new tokens, got {tuple(out.shape)}")
+            reference = out[0] if reference is None else reference
+            rows.append({"attn": attn, "batch_size": bs, "new_tokens": new_tokens, "wall_s": wall,
+                         "tokens_per_s": bs * new_tokens / wall, "row0_equals_bs1": bool(torch.equal(out[0], reference)),
+                         "peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 1e9 if cuda else None})
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    for r in rows:
+        first = next(x for x in rows if x["attn"] == r["attn"])
+        r["speedup"] = r["tokens_per_s"] / first["tokens_per_s"]
+    return rows
+
+
+def print_random_model(rows: list[dict], shape: str, device: str, dtype: str) -> None:
+    print(f"\nrandomly initialised {shape} ({device}, {dtype}), greedy, {rows[0]['new_tokens']} new tokens per answer:")
+    print("| attention | batch size | wall s | tokens/s | speed-up vs batch 1 | peak GPU GB | row 0 = batch 1 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        gb = f"{r['peak_gpu_gb']:.1f}" if r["peak_gpu_gb"] is not None else "–"
+        print(f"| {r['attn']} | {r['batch_size']} | {r['wall_s']:.2f} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}× | "
+              f"{gb} | {'yes' if r['row0_equals_bs1'] else 'no'} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path(".cache/bench-eval"))
@@ -118,11 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=256, help="tiny model hidden size (layers: 4)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: stable figures on a shared 2-core machine)")
+    ap.add_argument("--random-model", choices=("llava-7b", "tiny"),
+                    help="instead: generation throughput of a randomly initialised model of this shape "
+                         "(llava-7b = LLaVA-1.5-7B's real sizes; needs a GPU: --device cuda)")
+    ap.add_argument("--device", default="cuda", help="for --random-model")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"), help="for --random-model")
+    ap.add_argument("--attn", help="for --random-model: comma-separated attention implementations "
+                                   "(default: sdpa, plus flash_attention_2 when flash-attn is installed)")
+    ap.add_argument("--batches", default="1,8,16", help="for --random-model")
+    ap.add_argument("--new-tokens", type=int, default=64, help="for --random-model")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
+    if a.random_model:
+        return main_random_model(a)
     from llava.model.tiny import TinySizes
 
     sizes = TinySizes(hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_layers=4, num_heads=4, num_kv_heads=4)
@@ -151,6 +235,29 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps({"machine": machine(), "torch_threads": torch.get_num_threads(),
                                       "batching": batching, "swapping": swap}, indent=2))
     return 0 if all(r["identical_to_bs1"] for r in batching) and swap["identical"] else 1
+
+
+def main_random_model(a) -> int:
+    import importlib.util
+
+    import torch
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--random-model {a.random_model} --device {a.device}: CUDA is not available here; "
+              "run it on a GPU machine, or smoke-test with --random-model tiny --device cpu --dtype float32",
+              file=sys.stderr)
+        return 2
+    attns = a.attn.split(",") if a.attn else \
+        ["sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") and a.device.startswith("cuda") else [])
+    device_name = torch.cuda.get_device_name(torch.device(a.device)) if a.device.startswith("cuda") else machine()
+    print(f"device: {device_name}")
+    rows = bench_random_model(a.root, a.random_model, a.device, a.dtype, attns,
+                              [int(b) for b in a.batches.split(",")], a.new_tokens)
+    print_random_model(rows, a.random_model, a.device, a.dtype)
+    if a.json:
+        a.json.write_text(json.dumps({"device": device_name, "shape": a.random_model, "dtype": a.dtype,
+                                      "rows": rows}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

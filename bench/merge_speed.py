@@ -36,6 +36,7 @@ from .measure import machine, run_module_measured
 
 METHODS = [("robustmerge", "official"), ("robustmerge", "paper"), ("task_arithmetic", None), ("dare", None),
            ("ties", None), ("pcb", None)]
+NO_HASH = ("robustmerge", "official")  # also timed with --no-hash: the cost of the record's input sha256
 PEFT_COMBINATIONS = ["linear", "ties", "dare_ties"]  # + "svd" with --peft-svd (minutes per layer on 2 cores)
 
 
@@ -174,9 +175,9 @@ def bench_set(tasks: list[Path], scratch: Path, naive: tuple, repeats: int) -> t
     files = input_files(tasks)
     worker_floor(tasks, scratch / "warm.bin")  # warm the page cache for every contender alike
 
-    def merge_cmd(method: str, preset: str | None) -> list[str]:
+    def merge_cmd(method: str, preset: str | None, *flags: str) -> list[str]:
         return ["merge", "--method", method, "--adapters", *map(str, tasks), "--out", str(scratch / "rm"),
-                "--overwrite", "-q"] + (["--preset", preset] if preset else [])
+                "--overwrite", "-q", *flags] + (["--preset", preset] if preset else [])
 
     floor_runs, first_runs = [], []
     for _ in range(max(1, repeats)):
@@ -192,6 +193,9 @@ def bench_set(tasks: list[Path], scratch: Path, naive: tuple, repeats: int) -> t
         label = method + (f" ({preset})" if preset else "")
         runs = first_runs if i == 0 else [run_module_measured("robustmerge", merge_cmd(method, preset))]
         rows.append(row(f"robustmerge merge: {label}", runs))
+        if (method, preset) == NO_HASH:
+            rows.append(row(f"robustmerge merge: {label} --no-hash",
+                            [run_module_measured("robustmerge", merge_cmd(method, preset, "--no-hash"))]))
         if naive and (method, preset) in naive:
             args = ["naive", "--tasks", *map(str, tasks), "--out", str(scratch / "naive"), "--method", method]
             rows.append(row(f"naive in-memory: {label}", [child(*(args + (["--preset", preset] if preset else [])))]))

@@ -389,18 +389,21 @@ class AdapterSet:
         ]
         log.warning("adapter set: %s", self.harmonisation[0])
 
-    def factors(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def factors(self, module: str, buffers: "BufferPool | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked factors of one module: A [N, r, d_in], B [N, d_out, r].
 
         Stored dtype when all tasks share rank and scaling; otherwise float32 with scalings
-        folded into B and ranks zero-padded to :attr:`rank`.
+        folded into B and ranks zero-padded to :attr:`rank`. With ``buffers``, the stacked
+        tensors are read into buffers the pool hands out (memory already touched, so the
+        read takes no page faults); the caller gives them back when it is done with them.
         """
         if self._cache is not None:
             return self._cache[module]
         spec = self.specs[module]
         if not self.fold_scaling:  # read every task straight into one stacked buffer per factor
-            A = torch.empty((self.n, spec.ranks[0], spec.d_in), dtype=spec.dtype)  # [N, r, d_in]
-            B = torch.empty((self.n, spec.d_out, spec.ranks[0]), dtype=spec.dtype)  # [N, d_out, r]
+            empty = buffers.take if buffers is not None else torch.empty
+            A = empty((self.n, spec.ranks[0], spec.d_in), dtype=spec.dtype)  # [N, r, d_in]
+            B = empty((self.n, spec.d_out, spec.ranks[0]), dtype=spec.dtype)  # [N, d_out, r]
             for i, t in enumerate(self.tasks):
                 for key, buf in zip(t.modules[module], (A[i], B[i])):
                     if t.weights.meta()[key][1] == spec.dtype:
@@ -427,6 +430,11 @@ class AdapterSet:
                 f"{t.weight_file}: tensor {key!r} holds NaN or Inf values; the adapter's "
                 "training diverged or the file is corrupt: use another checkpoint"
             )
+
+    @property
+    def pooled(self) -> bool:
+        """Whether :meth:`factors` reads into pooled buffers (not cached, not harmonised)."""
+        return self._cache is None and not self.fold_scaling
 
     def materialize(self) -> "AdapterSet":
         """Read every module once and keep it in memory (for sweeps); returns self."""
@@ -485,6 +493,27 @@ class AdapterSet:
         if not all_finite(x):
             raise MergeInputError(f"{t.extra_file}: tensor {key!r} holds NaN or Inf values; use another checkpoint")
         return x
+
+
+class BufferPool:
+    """Reusable CPU tensors by (shape, dtype), at most one free buffer per key, for one thread.
+
+    Reading a module into a fresh tensor costs a page fault per 4 KiB on first touch (as
+    much time as the copy itself); reading into a buffer used before costs only the copy.
+    """
+
+    def __init__(self) -> None:
+        self.free: dict[tuple, torch.Tensor] = {}
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        buf = self.free.pop((tuple(shape), dtype), None)
+        return torch.empty(shape, dtype=dtype) if buf is None else buf
+
+    def give(self, buf: torch.Tensor, *results: torch.Tensor) -> None:
+        """Return ``buf`` for reuse, unless one of ``results`` lives in its memory."""
+        ptr = buf.untyped_storage().data_ptr()
+        if buf.device.type == "cpu" and all(r.untyped_storage().data_ptr() != ptr for r in results):
+            self.free[(tuple(buf.shape), buf.dtype)] = buf
 
 
 def all_finite(x: torch.Tensor) -> bool:

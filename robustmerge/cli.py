@@ -36,7 +36,7 @@ def _read_config(path: str | None) -> dict:
         cfg = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise MergeInputError(f"{p}: not valid YAML ({exc})") from exc
-    allowed = {"method", "preset", "params", "adapters", "out", "device", "seed", "extras", "write_bin", "overwrite"}
+    allowed = {"method", "preset", "params", "adapters", "out", "device", "seed", "extras", "write_bin", "overwrite", "hash_inputs"}
     if not isinstance(cfg, dict) or set(cfg) - allowed:
         raise MergeInputError(f"{p}: expected a mapping with keys among {sorted(allowed)}, found {sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__}")
     return cfg
@@ -62,6 +62,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         extras=args.extras or cfg.get("extras", "mean"),
         overwrite=args.overwrite or bool(cfg.get("overwrite", False)),
         write_bin=args.write_bin or bool(cfg.get("write_bin", False)),
+        hash_inputs=not args.no_hash and bool(cfg.get("hash_inputs", True)),
         progress=not args.quiet,
     )
     params_text = ", ".join(f"{k}={v}" for k, v in record["params"].items())
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--extras", choices=("mean", "first", "drop"), help="rule for non-LoRA weights (projector); default mean")
     m.add_argument("--write-bin", action="store_true", help="also write the legacy adapter_model.bin")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    m.add_argument("--no-hash", action="store_true",
+                   help="skip the inputs' sha256 in merge_record.json (saves ~1 CPU-second per 2 GB of inputs)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_merge)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import platform
 import shutil
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .adapters import AdapterSet, load_adapter_set, scaling_of, strip_extra_key
+from .adapters import AdapterSet, BufferPool, load_adapter_set, scaling_of, strip_extra_key
 from .errors import MergeInputError
 from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder, sha256_file
 from .methods import ModuleContext, get_method
@@ -102,10 +103,17 @@ class Plan:
         m = get_method(self.method)
         stats = m.prepare(self.adapters, self.params) if m.prepare else {}
 
+        local = threading.local()  # one buffer pool per module thread
+
         def one(module: str) -> tuple[str, torch.Tensor, torch.Tensor]:
-            A, B = self.adapters.factors(module)
+            pool = local.__dict__.setdefault("pool", BufferPool())
+            A, B = self.adapters.factors(module, pool)
             a, b = m.rule(A.to(self.device), B.to(self.device), self.params, ModuleContext(module, self.seed, stats))
-            return module, a.float().cpu(), b.float().cpu()
+            a, b = a.float().cpu(), b.float().cpu()
+            if self.adapters.pooled:  # (cached factors are handed out again: never reused)
+                pool.give(A, a, b)
+                pool.give(B, a, b)
+            return module, a, b
 
         names = iter(self.adapters.modules)
         bar = tqdm(total=len(self.adapters.modules), desc=f"merge ({self.method})", unit="module", disable=not progress)
@@ -178,9 +186,9 @@ def _input_record(adapters: AdapterSet, hashes: dict) -> list[dict]:
         dtypes = sorted({str(t.weights.meta()[k][1]).replace("torch.", "") for k in t.weights.keys()})
         out.append({
             "name": t.name, "path": str(t.path), "weight_file": t.weight_file.name,
-            "sha256": hashes[t.weight_file].result(),
+            "sha256": hashes[t.weight_file].result() if hashes else None,
             "extra_file": t.extra_file.name if t.extra_file else None,
-            "extra_sha256": hashes[t.extra_file].result() if t.extra_file else None,
+            "extra_sha256": hashes[t.extra_file].result() if hashes and t.extra_file else None,
             "r": sorted(set(spec_r)), "lora_alpha": t.config.get("lora_alpha"),
             "use_rslora": bool(t.config.get("use_rslora", False)), "dtype": dtypes,
         })
@@ -189,13 +197,15 @@ def _input_record(adapters: AdapterSet, hashes: dict) -> list[dict]:
 
 def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
                     params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
-                    overwrite: bool = False, write_bin: bool = False, progress: bool = False) -> dict:
+                    overwrite: bool = False, write_bin: bool = False, hash_inputs: bool = True,
+                    progress: bool = False) -> dict:
     """Merge module by module straight into ``out`` (atomically) and return the merge record.
 
     Writes ``adapter_config.json``, ``adapter_model.safetensors`` (PEFT-loadable; keys as the
     inputs'), ``non_lora_trainables.bin`` (when the tasks have extras), the first task's
     ``config.json``, ``merge_record.json`` and, with ``write_bin``, the legacy
-    ``adapter_model.bin``.
+    ``adapter_model.bin``. With ``hash_inputs=False`` the record's input sha256 fields are
+    null (the inputs are not read a second time).
     """
     t0 = time.perf_counter()
     plan = Plan.make(adapters, method, preset, params, device, seed, extras)
@@ -204,7 +214,7 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
     check_output_folder(out, [t.path for t in ad.tasks], overwrite)
     files = [t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file]
     with ThreadPoolExecutor(max_workers=1) as pool, atomic_folder(out) as tmp:
-        hashes = {f: pool.submit(sha256_file, f) for f in files}  # overlaps with the merge
+        hashes = {f: pool.submit(sha256_file, f) for f in files} if hash_inputs else {}  # overlaps with the merge
         _write_lora(plan, tmp, progress)
         extra = plan.merged_extras()
         if extra:

@@ -38,16 +38,22 @@ class SafetensorsStreamWriter:
         header.update({name: entries[name] for name in (header_order or list(entries))})
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)
-        self._f = open(path, "wb")
-        self._f.write(len(blob).to_bytes(8, "little") + blob)
+        self._f = open(path, "wb", buffering=0)
+        self._write_all(len(blob).to_bytes(8, "little") + blob)
         self._next = 0
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         exp_name, shape, dtype = self._expected[self._next]
         if (name, tuple(tensor.shape), tensor.dtype) != (exp_name, shape, dtype):
             raise RuntimeError(f"writer expected {exp_name} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
-        self._f.write(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._write_all(data)  # straight from the tensor's memory, no copy
         self._next += 1
+
+    def _write_all(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view:  # an unbuffered write may take only part of a large buffer
+            view = view[self._f.write(view):]
 
     def close(self) -> None:
         if self._next != len(self._expected):

@@ -128,3 +128,25 @@ def test_sha256_file_through_windows(tmp_path, size):
     want = hashlib.sha256(f.read_bytes()).hexdigest()
     assert sha256_file(f) == want
     assert sha256_file(f, window=mmap.ALLOCATIONGRANULARITY) == want
+
+
+def test_cli_no_hash_writes_the_same_adapter(tmp_path):
+    """--no-hash leaves the record's input hashes null and changes nothing else that is written."""
+    _, folders, _ = case_setup("case_b")
+    outs = {}
+    for flag in ([], ["--no-hash"]):
+        out = tmp_path / ("plain" if not flag else "nohash")
+        cmd = [sys.executable, "-m", "robustmerge", "merge", "--adapters", *map(str, folders), "--out", str(out), "-q",
+               *flag]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs[bool(flag)] = out
+    for name in ("adapter_model.safetensors", "non_lora_trainables.bin", "adapter_config.json"):
+        assert (outs[True] / name).read_bytes() == (outs[False] / name).read_bytes()
+    hashed = json.loads((outs[False] / "merge_record.json").read_text())["inputs"]
+    unhashed = json.loads((outs[True] / "merge_record.json").read_text())["inputs"]
+    assert [i["sha256"] for i in unhashed] == [None] * len(folders)
+    assert [i["extra_sha256"] for i in unhashed] == [None] * len(folders)
+    assert hashed[1]["sha256"] == hashlib.sha256((folders[1] / hashed[1]["weight_file"]).read_bytes()).hexdigest()
+    assert [{k: v for k, v in i.items() if "sha256" not in k} for i in hashed] == \
+        [{k: v for k, v in i.items() if "sha256" not in k} for i in unhashed]

@@ -181,6 +181,41 @@ def write_llava_base(folder: Path, sizes: TinySizes, tower_name: str, seed: int,
     write_tokenizer(folder, sizes.vocab_size, seed)
 
 
+# LLaVA-1.5-7B at its real sizes (Vicuna-7B + CLIP ViT-L/14 at 336 px), for throughput
+# measurements with random weights (`random_llava`); nothing is downloaded.
+LLAVA_V15_7B = TinySizes(
+    vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32, num_kv_heads=32,
+    vision_hidden_size=1024, vision_intermediate_size=4096, vision_layers=24, vision_heads=16,
+    image_size=336, patch_size=14, max_positions=4096,
+)  # fmt: skip
+
+
+def random_llava(sizes: TinySizes, tower: str | Path, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa", seed: int = 0):
+    """A randomly initialised LlavaLlamaForCausalLM of ``sizes``, built directly on ``device``
+    in ``dtype`` (no weights file: a 7B model never exists on disk), with a random CLIP tower
+    of the same sizes attached. The tower is written to ``tower`` once (CLIP-L/336: 1.2 GB)
+    and loaded through the regular tower loader. Returns the model in eval mode.
+    """
+    from llava.model.multimodal_encoder.builder import build_vision_tower
+
+    tower = Path(tower)
+    if not (tower / "preprocessor_config.json").is_file():
+        tmp = _fresh_output(tower)
+        try:
+            write_clip_tower(tmp, sizes, seed)
+            _publish(tmp, tower)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    config = tiny_llava_config(sizes, tower.name)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaLlamaForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    model.get_model().attach_vision_tower(
+        build_vision_tower(config, tower, dtype=dtype, attn_implementation=attn_implementation).to(device))
+    return model.eval()
+
+
 def _fresh_output(out: Path) -> Path:
     """A temporary sibling folder to build `out` in (refusing to overwrite a non-empty out)."""
     if out.exists() and any(out.iterdir()):
