@@ -101,7 +101,10 @@ def test_pruning_spectra_match_dense():
     A, B = factors(2, 20, 30, 5, seed=3)
     sp = pruning_spectra(A, B, keep=0.3, clamp_ratio=0.4)
     Ap, Bp = apply_mask(A, magnitude_mask(A, 0.3)), apply_mask(B, magnitude_mask(B, 0.3))
-    S = clamp_low(complementary_scale(A, Ap, torch.float64), 0.4)
+    rows = (A.abs().sum(-1) / Ap.abs().sum(-1)).sort(-1).values  # Σ_j|A| / Σ_j|Ã| per rank row, ascending
+    S = torch.maximum(A.abs().sum(-1) / Ap.abs().sum(-1), rows[:, int(5 * (1 - 0.4))].unsqueeze(1))  # [N, r], clamped
+    torch.testing.assert_close(S, clamp_low(complementary_scale(A.abs(), Ap.abs(), torch.float64), 0.4))
+    assert (S >= 1).all()  # pruning only removes mass
     for key, dense in (("original", B @ A), ("pruned", Bp @ Ap), ("pruned_scaled", Bp @ torch.diag_embed(S) @ Ap)):
         torch.testing.assert_close(sp[key], torch.linalg.svdvals(dense)[:, :5], rtol=1e-10, atol=1e-12)
 

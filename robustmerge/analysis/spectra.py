@@ -91,7 +91,7 @@ def pruned_factors(A: torch.Tensor, B: torch.Tensor, keep: float, clamp_ratio: f
     A, B = A.double(), B.double()
     A_p = apply_mask(A, magnitude_mask(A, keep))  # [N, r, d_in]
     B_p = apply_mask(B, magnitude_mask(B, keep))  # [N, d_out, r]
-    s = clamp_low(complementary_scale(A, A_p, torch.float64), clamp_ratio)  # [N, r]
+    s = clamp_low(complementary_scale(A.abs(), A_p.abs(), torch.float64), clamp_ratio)  # [N, r]
     return A_p, B_p, s
 
 
