@@ -159,7 +159,10 @@ def test_dare_drops_and_rescales():
 
 
 @pytest.mark.parametrize("name,params", [("ties", {"density": 0.3}), ("dare", {"drop": 0.3}), ("dare", {"drop": 0.5}),
-                                         ("robustmerge", {"s_dtype": "float32"}), ("pcb", {})])
+                                         ("robustmerge", {"s_dtype": "float32"}),
+                                         ("robustmerge", {"s_dtype": "float32", "variant": "scale_b_from_b"}),
+                                         ("robustmerge", {"s_dtype": "float32", "variant": "scale_both"}),
+                                         ("pcb", {})])
 def test_16bit_routes_equal_float32_routes(name, params):
     """Rules that work on 16-bit bit patterns give exactly what their float route gives for
     the same values held in float32 (ties at the thresholds, -0.0 and zero sums included)."""

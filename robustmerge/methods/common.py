@@ -82,11 +82,13 @@ def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = Non
     return absx >= thresh.view(view)
 
 
-def magnitude(x: torch.Tensor) -> torch.Tensor:
-    """|x|, bit-identical to ``x.abs()`` (16-bit floats: the sign bit cleared, which is cheaper)."""
+def magnitude(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """|x|, bit-identical to ``x.abs()`` (16-bit floats: the sign bit cleared, which is
+    cheaper), written into ``out`` (same shape and dtype) when given."""
     if x.element_size() == 2 and x.dtype.is_floating_point:
-        return (x.view(torch.int16) & 0x7FFF).view(x.dtype)
-    return x.abs()
+        bits = torch.bitwise_and(x.view(torch.int16), 0x7FFF, out=None if out is None else out.view(torch.int16))
+        return bits.view(x.dtype)
+    return torch.abs(x, out=out)
 
 
 def prune_by_magnitude(x: torch.Tensor, keep: float) -> torch.Tensor:

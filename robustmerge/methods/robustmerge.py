@@ -55,8 +55,11 @@ def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torc
         [N, r] in ``dtype``; 0 for all-zero rows, the task's largest finite value for rows
         that lost all their mass.
     """
-    total = abs_x.to(dtype).sum(-1)  # [N, r]
-    kept = abs_kept.to(dtype).sum(-1)  # [N, r]
+    return scale_from_sums(abs_x.to(dtype).sum(-1), abs_kept.to(dtype).sum(-1))
+
+
+def scale_from_sums(total: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """S = total / kept from the row sums [N, r] of :func:`complementary_scale`."""
     s = total / kept
     lost = (kept == 0) & (total > 0)
     if lost.any():
@@ -64,6 +67,14 @@ def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torc
         finite_max = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).amax(-1, keepdim=True)
         s = torch.where(lost, finite_max.expand_as(s), s)
     return torch.where(total == 0, torch.zeros_like(s), s)
+
+
+def scale_of_rows(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`complementary_scale` of x: [N, r, D] and its pruned x̃, with one scratch buffer
+    for both magnitudes."""
+    scratch = magnitude(x)
+    total = scratch.to(dtype).sum(-1)  # [N, r]
+    return scale_from_sums(total, magnitude(x_pruned, out=scratch).to(dtype).sum(-1))
 
 
 def clamp_low(s: torch.Tensor, clamp_ratio: float) -> torch.Tensor:
@@ -92,7 +103,7 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
     ls = lam * s.float()  # λ·s_n, float32
     num = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)  # +0 start, as released
     for n in range(x.shape[0]):
-        num.add_(x[n].to(torch.float32, copy=True).mul_(ls[n]))
+        num.add_(x[n] * ls[n])  # x upcast exactly, one float32 product per entry, then one add (no FMA)
     if not normalise:
         return num
     den = torch.sum(s, dim=0)  # stored dtype, as released
@@ -141,9 +152,9 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(complementary_scale(magnitude(A), magnitude(A_p), dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(scale_of_rows(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        s_b = clamp_low(complementary_scale(magnitude(B).transpose(1, 2), magnitude(B_p).transpose(1, 2), dtype),
+        s_b = clamp_low(scale_of_rows(B.transpose(1, 2), B_p.transpose(1, 2), dtype),
                         p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
