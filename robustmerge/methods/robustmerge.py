@@ -73,8 +73,8 @@ def scale_of_rows(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -
     """:func:`complementary_scale` of x: [N, r, D] and its pruned x̃, with one scratch buffer
     for both magnitudes."""
     scratch = magnitude(x)
-    total = scratch.to(dtype).sum(-1)  # [N, r]
-    return scale_from_sums(total, magnitude(x_pruned, out=scratch).to(dtype).sum(-1))
+    total = scratch.sum(-1, dtype=dtype)  # [N, r], accumulated and returned in dtype (no upcast copy)
+    return scale_from_sums(total, magnitude(x_pruned, out=scratch).sum(-1, dtype=dtype))
 
 
 def clamp_low(s: torch.Tensor, clamp_ratio: float) -> torch.Tensor:
