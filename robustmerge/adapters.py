@@ -33,11 +33,10 @@ from pathlib import Path
 import torch
 
 from .errors import MergeInputError
+from .hashing import EXTRA_FILE, WEIGHT_FILES
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-EXTRA_FILE = "non_lora_trainables.bin"
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 
 

@@ -43,8 +43,6 @@ def _read_config(path: str | None) -> dict:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .driver import merge_to_folder
-
     cfg = _read_config(args.config)
     params = dict(cfg.get("params") or {})
     params.update(parse_key_values(args.set or []))
@@ -52,6 +50,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = args.out or cfg.get("out")
     if not adapters or not out:
         raise MergeInputError("--adapters DIR [DIR ...] and --out DIR are required (or give them in --config)")
+    hash_inputs = not args.no_hash and bool(cfg.get("hash_inputs", True))
+    hasher = None
+    if hash_inputs:  # start hashing on the idle core while torch is imported
+        from .hashing import InputHasher, task_files
+
+        hasher = InputHasher(task_files(adapters))
+    from .driver import merge_to_folder
+
     record = merge_to_folder(
         adapters, out,
         method=args.method or cfg.get("method", "robustmerge"),
@@ -62,8 +68,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
         extras=args.extras or cfg.get("extras", "mean"),
         overwrite=args.overwrite or bool(cfg.get("overwrite", False)),
         write_bin=args.write_bin or bool(cfg.get("write_bin", False)),
-        hash_inputs=not args.no_hash and bool(cfg.get("hash_inputs", True)),
+        hash_inputs=hash_inputs,
         progress=not args.quiet,
+        hasher=hasher,
     )
     params_text = ", ".join(f"{k}={v}" for k, v in record["params"].items())
     print(f"merged {len(record['inputs'])} adapters with {record['method']}"

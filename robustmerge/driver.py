@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .adapters import AdapterSet, BufferPool, load_adapter_set, scaling_of, strip_extra_key
 from .errors import MergeInputError
-from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder, sha256_file
+from .hashing import InputHasher
+from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder
 from .methods import ModuleContext, get_method
 
 log = logging.getLogger(__name__)
@@ -180,15 +181,15 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def _input_record(adapters: AdapterSet, hashes: dict) -> list[dict]:
+def _input_record(adapters: AdapterSet, hasher: InputHasher | None) -> list[dict]:
     out = []
     for t, spec_r in zip(adapters.tasks, zip(*[s.ranks for s in adapters.specs.values()])):
         dtypes = sorted({str(t.weights.meta()[k][1]).replace("torch.", "") for k in t.weights.keys()})
         out.append({
             "name": t.name, "path": str(t.path), "weight_file": t.weight_file.name,
-            "sha256": hashes[t.weight_file].result() if hashes else None,
+            "sha256": hasher.digest(t.weight_file) if hasher else None,
             "extra_file": t.extra_file.name if t.extra_file else None,
-            "extra_sha256": hashes[t.extra_file].result() if hashes and t.extra_file else None,
+            "extra_sha256": hasher.digest(t.extra_file) if hasher and t.extra_file else None,
             "r": sorted(set(spec_r)), "lora_alpha": t.config.get("lora_alpha"),
             "use_rslora": bool(t.config.get("use_rslora", False)), "dtype": dtypes,
         })
@@ -198,14 +199,15 @@ def _input_record(adapters: AdapterSet, hashes: dict) -> list[dict]:
 def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
                     params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
                     overwrite: bool = False, write_bin: bool = False, hash_inputs: bool = True,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, hasher: InputHasher | None = None) -> dict:
     """Merge module by module straight into ``out`` (atomically) and return the merge record.
 
     Writes ``adapter_config.json``, ``adapter_model.safetensors`` (PEFT-loadable; keys as the
     inputs'), ``non_lora_trainables.bin`` (when the tasks have extras), the first task's
     ``config.json``, ``merge_record.json`` and, with ``write_bin``, the legacy
     ``adapter_model.bin``. With ``hash_inputs=False`` the record's input sha256 fields are
-    null (the inputs are not read a second time).
+    null (the inputs are not read a second time). ``hasher``: an :class:`InputHasher`
+    already working on the input files (the CLI starts one before importing torch).
     """
     t0 = time.perf_counter()
     plan = Plan.make(adapters, method, preset, params, device, seed, extras)
@@ -213,8 +215,9 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
     out = Path(out)
     check_output_folder(out, [t.path for t in ad.tasks], overwrite)
     files = [t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file]
-    with ThreadPoolExecutor(max_workers=1) as pool, atomic_folder(out) as tmp:
-        hashes = {f: pool.submit(sha256_file, f) for f in files} if hash_inputs else {}  # overlaps with the merge
+    if hash_inputs and hasher is None:
+        hasher = InputHasher(files)  # overlaps with the merge
+    with atomic_folder(out) as tmp:
         _write_lora(plan, tmp, progress)
         extra = plan.merged_extras()
         if extra:
@@ -226,7 +229,7 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
             from safetensors.torch import load_file
 
             torch.save(load_file(tmp / "adapter_model.safetensors"), tmp / "adapter_model.bin")
-        record = {**plan.describe(), "inputs": _input_record(ad, hashes), "versions": _versions(),
+        record = {**plan.describe(), "inputs": _input_record(ad, hasher if hash_inputs else None), "versions": _versions(),
                   "outputs": sorted(p.name for p in tmp.iterdir()) + ["merge_record.json"],
                   "wall_time_s": round(time.perf_counter() - t0, 3),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -1,15 +1,15 @@
-"""Output writing: a streaming safetensors writer, atomic output folders, file hashing."""
+"""Output writing: a streaming safetensors writer, atomic output folders (file hashing: ``hashing``)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_folder  # noqa: F401  (re-exported)
+from .hashing import sha256_file  # noqa: F401  (re-exported)
 from .errors import MergeInputError
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
@@ -60,20 +60,6 @@ class SafetensorsStreamWriter:
             self._f.close()
             raise RuntimeError(f"writer closed after {self._next} of {len(self._expected)} tensors")
         self._f.close()
-
-
-def sha256_file(path: Path, window: int = 64 << 20) -> str:
-    """SHA-256 of a file, hashed straight from the page cache through read-only mappings of
-    ``window`` bytes at a time (no copy into a buffer; at most one window mapped)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        for offset in range(0, size, window):
-            with mmap.mmap(f.fileno(), min(window, size - offset), access=mmap.ACCESS_READ, offset=offset) as m:
-                if hasattr(m, "madvise"):
-                    m.madvise(mmap.MADV_SEQUENTIAL)
-                h.update(m)
-    return h.hexdigest()
 
 
 def check_output_folder(out: Path, inputs: list[Path], overwrite: bool) -> None:

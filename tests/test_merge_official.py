@@ -120,7 +120,7 @@ def test_sha256_file_through_windows(tmp_path, size):
     """The record's input hashes equal hashlib's over the whole file, across window edges."""
     import mmap
 
-    from robustmerge.io import sha256_file
+    from robustmerge.hashing import sha256_file
 
     f = tmp_path / "blob"
     f.write_bytes(torch.randint(0, 256, (size,), generator=torch.Generator().manual_seed(size), dtype=torch.uint8)
@@ -150,3 +150,19 @@ def test_cli_no_hash_writes_the_same_adapter(tmp_path):
     assert hashed[1]["sha256"] == hashlib.sha256((folders[1] / hashed[1]["weight_file"]).read_bytes()).hexdigest()
     assert [{k: v for k, v in i.items() if "sha256" not in k} for i in hashed] == \
         [{k: v for k, v in i.items() if "sha256" not in k} for i in unhashed]
+
+
+def test_input_hasher_background_and_on_demand(tmp_path):
+    """The CLI's early hasher: files given at the start are hashed on its thread, others on
+    demand; a missing file reports its error to whoever asks for its digest."""
+    from robustmerge.hashing import InputHasher, task_files
+
+    _, folders, _ = case_setup("case_b")
+    files = task_files(folders)
+    assert files == [f for d in folders for f in (d / "adapter_model.bin", d / "non_lora_trainables.bin")]
+    gone = tmp_path / "gone.bin"  # never written
+    hasher = InputHasher(files[:2] + [gone])
+    for f in files:
+        assert hasher.digest(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    with pytest.raises(FileNotFoundError):
+        hasher.digest(gone)
