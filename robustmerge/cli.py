@@ -5,8 +5,10 @@ Errors a user can cause print one line ``robustmerge: error: ...`` and exit with
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +44,23 @@ def _read_config(path: str | None) -> dict:
     return cfg
 
 
+def keep_freed_memory() -> None:
+    """glibc only: serve allocations up to 32 MiB from the heap and keep up to 512 MiB of freed
+    memory instead of returning it to the system. A merge allocates and frees the same
+    module-sized tensors over and over; returned memory must be faulted in again page by page
+    (≈ a second of CPU per 8 GB). Process-wide, so only the CLI sets it."""
+    if not sys.platform.startswith("linux") or os.environ.get("ROBUSTMERGE_DEFAULT_MALLOC"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
+    keep_freed_memory()
     cfg = _read_config(args.config)
     params = dict(cfg.get("params") or {})
     params.update(parse_key_values(args.set or []))
