@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def run_module_measured(module: str, args: list[str]) -> tuple[float, float]:
@@ -15,7 +16,10 @@ def run_module_measured(module: str, args: list[str]) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
         cmd = [sys.executable, "-m", "bench.hwm", module, *args]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env={**os.environ, "BENCH_HWM_FILE": hwm.name}, capture_output=True, text=True)
+        root = str(Path(__file__).resolve().parents[1])  # so the child finds `bench` from any working directory
+        path = os.pathsep.join([root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        env = {**os.environ, "BENCH_HWM_FILE": hwm.name, "PYTHONPATH": path}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -9,8 +9,8 @@ for every rank, plus the legacy .bin variant for the smallest rank).
 
 Every measurement is a separate child process (wall time and that child's peak RSS from
 wait4), run one after another on a warm page cache (a read pass precedes the first one).
-The floor and RobustMerge `official` (the contender with targets) run --repeats times,
-alternating, and their best runs are compared; the others run once:
+The floor and RobustMerge `official` (the contender with targets; also with --no-hash) run
+--repeats times, alternating, and their best runs are compared; the others run once:
 
 - floor: read every input file once (large sequential reads) and write the output's bytes
   once; no math. The physical limit for a merge that must read all inputs.
@@ -168,9 +168,9 @@ def child(*args: str) -> tuple[float, float]:
 def bench_set(tasks: list[Path], scratch: Path, naive: tuple, repeats: int) -> tuple[list[dict], float]:
     """Floor, every method through the CLI, and the naive merge for the methods in ``naive``.
 
-    The floor and the first method (RobustMerge official, the one with targets) run
-    ``repeats`` times, alternating, and report their best run (the least disturbed by
-    anything else on the machine); every other contender runs once.
+    The floor and the first method (RobustMerge official, the one with targets, with and
+    without input hashing) run ``repeats`` times, alternating, and report their best run
+    (the least disturbed by anything else on the machine); every other contender runs once.
     """
     files = input_files(tasks)
     worker_floor(tasks, scratch / "warm.bin")  # warm the page cache for every contender alike
@@ -179,10 +179,11 @@ def bench_set(tasks: list[Path], scratch: Path, naive: tuple, repeats: int) -> t
         return ["merge", "--method", method, "--adapters", *map(str, tasks), "--out", str(scratch / "rm"),
                 "--overwrite", "-q", *flags] + (["--preset", preset] if preset else [])
 
-    floor_runs, first_runs = [], []
+    floor_runs, first_runs, no_hash_runs = [], [], []
     for _ in range(max(1, repeats)):
         floor_runs.append(child("floor", "--tasks", *map(str, tasks), "--out", str(scratch / "floor")))
         first_runs.append(run_module_measured("robustmerge", merge_cmd(*METHODS[0])))
+        no_hash_runs.append(run_module_measured("robustmerge", merge_cmd(*NO_HASH, "--no-hash")))
 
     def row(what: str, runs: list[tuple[float, float]]) -> dict:
         wall, rss = min(runs)
@@ -194,8 +195,7 @@ def bench_set(tasks: list[Path], scratch: Path, naive: tuple, repeats: int) -> t
         runs = first_runs if i == 0 else [run_module_measured("robustmerge", merge_cmd(method, preset))]
         rows.append(row(f"robustmerge merge: {label}", runs))
         if (method, preset) == NO_HASH:
-            rows.append(row(f"robustmerge merge: {label} --no-hash",
-                            [run_module_measured("robustmerge", merge_cmd(method, preset, "--no-hash"))]))
+            rows.append(row(f"robustmerge merge: {label} --no-hash", no_hash_runs))
         if naive and (method, preset) in naive:
             args = ["naive", "--tasks", *map(str, tasks), "--out", str(scratch / "naive"), "--method", method]
             rows.append(row(f"naive in-memory: {label}", [child(*(args + (["--preset", preset] if preset else [])))]))

@@ -65,6 +65,7 @@ def test_merge_bench_one_layer(tmp_path, capsys):
     floor = rows["I/O floor (read inputs, write output)"]
     official = rows["robustmerge merge: robustmerge (official)"]
     assert len(floor["all_wall_s"]) == 2 and floor["wall_s"] == min(floor["all_wall_s"])
+    assert len(rows["robustmerge merge: robustmerge (official) --no-hash"]["all_wall_s"]) == 2
     assert len(official["all_wall_s"]) == 2 and official["x_floor"] == pytest.approx(official["wall_s"] / floor["wall_s"])
     assert {"robustmerge merge: robustmerge (official) --no-hash", "robustmerge merge: pcb",
             "robustmerge merge: ties", "robustmerge merge: dare", "robustmerge merge: task_arithmetic"} <= set(rows)
