@@ -137,23 +137,22 @@ def bench_random_model(root: Path, shape: str, device: str, dtype: str, attns: l
     ids = torch.cat([torch.tensor([1]), text[:5], torch.tensor([IMAGE_TOKEN_INDEX]), text[5:]]).unsqueeze(0)
     images = torch.randn(max(batches), 3, sizes.image_size, sizes.image_size, generator=gen)
     rows = []
+    def generate(model, bs: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.generate(inputs=ids.expand(bs, -1).to(dev), images=images[:bs].to(dev, torch_dtype),
+                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=0)
+
     for attn in attns:
         model = random_llava(sizes, root / f"clip-{shape}", dev, torch_dtype, attn)
         reference = None
-
-        def generate(bs: int) -> torch.Tensor:
-            with torch.inference_mode():
-                return model.generate(inputs=ids.expand(bs, -1).to(dev), images=images[:bs].to(dev, torch_dtype),
-                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                      pad_token_id=0)
-
         for bs in batches:
-            generate(bs)  # warm-up: kernels, allocator, caches
+            generate(model, bs)  # warm-up: kernels, allocator, caches
             if cuda:
                 torch.cuda.synchronize(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
-            out = generate(bs)
+            out = generate(model, bs)
             if cuda:
                 torch.cuda.synchronize(dev)
             wall = time.perf_counter() - t0

@@ -1,15 +1,12 @@
 """Output writing: a streaming safetensors writer, atomic output folders (file hashing: ``hashing``)."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_folder  # noqa: F401  (re-exported)
-from .hashing import sha256_file  # noqa: F401  (re-exported)
 from .errors import MergeInputError
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}

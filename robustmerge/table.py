@@ -33,7 +33,6 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

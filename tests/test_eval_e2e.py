@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from llava.eval import pipeline, runner, synthetic_data
 from llava.eval.runner import RunnerError

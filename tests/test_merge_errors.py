@@ -1,6 +1,5 @@
 """Bad input: one clear message naming the file and the fix, exit status 2, no output left."""
 import json
-import shutil
 
 import pytest
 import torch

@@ -283,7 +283,7 @@ def test_mme_shuffled_answers_score_the_same(tmp_path):
 
 
 def test_mme_extra_duplicate_and_three_field_lines(tmp_path):
-    gt_rows = _mme_tree(tmp_path / "MME")
+    _mme_tree(tmp_path / "MME")
     (tmp_path / "MME" / "OCR" / "i1.txt").write_text(
         "i1.jpg\tWhat is the word? Please answer yes or no.\tYes\n"
         "i1.jpg\tIs the word cat? Please answer yes or no.\tNo\n", encoding="utf-8")

@@ -38,7 +38,7 @@ def analysis_markdown(report: dict, pngs: dict[str, str]) -> str:
     lines = ["# Merge analysis", ""]
     lines += [f"- task adapters ({len(report['tasks'])}): " + ", ".join(f"`{t}`" for t in report["tasks"]),
               f"- modules: {report['n_modules']}, rank {report['rank']}",
-              f"- layer groups: " + "; ".join(f"{g} ({len(ls)} layers)" for g, ls in report["layer_groups"].items()),
+              "- layer groups: " + "; ".join(f"{g} ({len(ls)} layers)" for g, ls in report["layer_groups"].items()),
               f"- pruning spectra: keep {st['keep']:g}, clamp ratio {st['clamp_ratio']:g}",
               "- numbers: [`analysis.json`](analysis.json) (every value below, per module too)", ""]
     if report["merged"]:

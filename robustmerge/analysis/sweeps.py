@@ -26,7 +26,6 @@ import math
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
 from tqdm.auto import tqdm
 
 from ..adapters import AdapterSet
