@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .errors import MergeInputError
-from .hashing import EXTRA_FILE, WEIGHT_FILES
+from .hashing import EXTRA_FILE, WEIGHT_FILES, find_weight_file
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def open_task(path: str | os.PathLike) -> TaskAdapter:
         config = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as exc:
         raise MergeInputError(f"{cfg_path}: not valid JSON ({exc}); restore the file") from exc
-    weight_file = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+    weight_file = find_weight_file(path)
     if weight_file is None:
         raise MergeInputError(
             f"{path}: no adapter weights (looked for {' or '.join(WEIGHT_FILES)}); "

@@ -214,9 +214,10 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
     ad = plan.adapters
     out = Path(out)
     check_output_folder(out, [t.path for t in ad.tasks], overwrite)
-    files = [t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file]
-    if hash_inputs and hasher is None:
-        hasher = InputHasher(files)  # overlaps with the merge
+    if not hash_inputs:
+        hasher = None
+    elif hasher is None:  # hashing overlaps with the merge
+        hasher = InputHasher([t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file])
     with atomic_folder(out) as tmp:
         _write_lora(plan, tmp, progress)
         extra = plan.merged_extras()
@@ -229,7 +230,7 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
             from safetensors.torch import load_file
 
             torch.save(load_file(tmp / "adapter_model.safetensors"), tmp / "adapter_model.bin")
-        record = {**plan.describe(), "inputs": _input_record(ad, hasher if hash_inputs else None), "versions": _versions(),
+        record = {**plan.describe(), "inputs": _input_record(ad, hasher), "versions": _versions(),
                   "outputs": sorted(p.name for p in tmp.iterdir()) + ["merge_record.json"],
                   "wall_time_s": round(time.perf_counter() - t0, 3),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -30,12 +30,16 @@ def sha256_file(path: Path, window: int = 64 << 20) -> str:
     return h.hexdigest()
 
 
+def find_weight_file(folder: Path) -> Path | None:
+    """The task folder's adapter weights: the first of :data:`WEIGHT_FILES` present."""
+    return next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+
+
 def task_files(folders: list[str | Path]) -> list[Path]:
     """The files a merge of these task folders reads (weights, then extras), where present."""
     files = []
     for folder in map(Path, folders):
-        weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-        files += [f for f in (weights, folder / EXTRA_FILE) if f is not None and f.is_file()]
+        files += [f for f in (find_weight_file(folder), folder / EXTRA_FILE) if f is not None and f.is_file()]
     return files
 
 

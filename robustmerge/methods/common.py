@@ -55,6 +55,17 @@ def kth_smallest_magnitude16(bits: torch.Tensor, k: int) -> int:
     return int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))
 
 
+def is_16bit_float(x: torch.Tensor) -> bool:
+    """bfloat16 or float16: the dtypes whose rules work on int16 bit patterns."""
+    return x.dtype.is_floating_point and x.element_size() == 2
+
+
+def thresholds16(bits: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-task k-th smallest magnitude of bits: [N, D] (int16 magnitude bit patterns), as an
+    int16 tensor [N] of bit patterns (:func:`kth_smallest_magnitude16` per row)."""
+    return torch.tensor([kth_smallest_magnitude16(row, k) for row in bits], dtype=torch.int16, device=bits.device)
+
+
 def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = None) -> torch.Tensor:
     """Per-task magnitude mask over all entries of each task's matrix.
 
@@ -73,11 +84,8 @@ def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = Non
     if k <= 0:
         return torch.ones_like(x, dtype=torch.bool)
     view = [n] + [1] * (x.dim() - 1)
-    if flat.element_size() == 2:  # compare bit patterns: the same order, and cheaper
-        bits = flat.view(torch.int16)
-        thresh = torch.tensor([kth_smallest_magnitude16(bits[i], k) for i in range(n)], dtype=torch.int16,
-                              device=x.device)
-        return absx.view(torch.int16) >= thresh.view(view)
+    if is_16bit_float(flat):  # compare bit patterns: the same order, and cheaper
+        return absx.view(torch.int16) >= thresholds16(flat.view(torch.int16), k).view(view)
     thresh = torch.stack([kth_smallest(flat[i], k) for i in range(n)])  # [N]
     return absx >= thresh.view(view)
 
@@ -85,7 +93,7 @@ def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = Non
 def magnitude(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """|x|, bit-identical to ``x.abs()`` (16-bit floats: the sign bit cleared, which is
     cheaper), written into ``out`` (same shape and dtype) when given."""
-    if x.element_size() == 2 and x.dtype.is_floating_point:
+    if is_16bit_float(x):
         bits = torch.bitwise_and(x.view(torch.int16), 0x7FFF, out=None if out is None else out.view(torch.int16))
         return bits.view(x.dtype)
     return torch.abs(x, out=out)
@@ -100,19 +108,16 @@ def prune_by_magnitude(x: torch.Tensor, keep: float) -> torch.Tensor:
     ((t_n - 1 - |x|) >> 15, all ones where |x| >= t_n) ANDed with the bits. ``x̃`` may be
     ``x`` itself when nothing is pruned.
     """
-    if not (x.element_size() == 2 and x.dtype.is_floating_point):
+    if not is_16bit_float(x):
         return apply_mask(x, magnitude_mask(x, keep))
     n = x.shape[0]
     k = kth_index(x[0].numel(), keep)
     if k <= 0:
         return x
-    bits = x.view(torch.int16)
-    out = bits & 0x7FFF  # |x| for now; [N, ...]
-    flat = out.reshape(n, -1)
-    t = torch.tensor([kth_smallest_magnitude16(flat[i], k) - 1 for i in range(n)], dtype=torch.int16,
-                     device=x.device)  # t_n - 1 >= -1, so t_n - 1 - |x| cannot overflow int16
+    out = magnitude(x).view(torch.int16)  # |x| for now; [N, ...]
+    t = thresholds16(out.reshape(n, -1), k) - 1  # t_n - 1 >= -1, so t_n - 1 - |x| cannot overflow int16
     out.neg_().add_(t.view(n, *([1] * (x.dim() - 1)))).bitwise_right_shift_(15)  # the keep mask
-    return out.bitwise_and_(bits).view(x.dtype)
+    return out.bitwise_and_(x.view(torch.int16)).view(x.dtype)
 
 
 def ordered_sum(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import apply_mask, ordered_sum
+from .common import apply_mask, is_16bit_float, ordered_sum
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 LEVELS = 1 << 15  # resolution of the drop probability
@@ -34,7 +34,7 @@ def keep_bits(shape: torch.Size, drop: float, gen: torch.Generator) -> torch.Ten
 def dare_drop(x: torch.Tensor, drop: float, gen: torch.Generator) -> torch.Tensor:
     """x: [N, ...] with the dropped entries set to +0, in x's dtype (not rescaled)."""
     keep = keep_bits(x.shape, drop, gen).to(x.device)
-    if x.element_size() == 2 and x.dtype.is_floating_point:  # AND the bit patterns
+    if is_16bit_float(x):  # AND the bit patterns
         return keep.bitwise_and_(x.view(torch.int16)).view(x.dtype)
     return apply_mask(x, keep != 0)
 

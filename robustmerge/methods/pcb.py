@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import kth_smallest, kth_smallest_magnitude16, minmax
+from .common import is_16bit_float, kth_smallest, magnitude, minmax, thresholds16
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
@@ -27,11 +27,10 @@ def _sorted_at(x: torch.Tensor, index: int) -> torch.Tensor:
 def _clip_bounds(x: torch.Tensor, mag: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task |τ| at sort indices lo and hi, [N, 1] each (float32). 16-bit inputs: exact
     from one histogram of their magnitude bit patterns (float32 conversion keeps the order)."""
-    if not (x.element_size() == 2 and x.dtype.is_floating_point):
+    if not is_16bit_float(x):
         return _sorted_at(mag, lo), _sorted_at(mag, hi)
-    bits = (x.view(torch.int16) & 0x7FFF).reshape(x.shape[0], -1)
-    found = [[kth_smallest_magnitude16(row, i + 1) for i in (lo, hi)] for row in bits]
-    vals = torch.tensor(found, dtype=torch.int16, device=x.device).view(x.dtype).float()  # [N, 2]
+    bits = magnitude(x).view(torch.int16).reshape(x.shape[0], -1)
+    vals = torch.stack([thresholds16(bits, lo + 1), thresholds16(bits, hi + 1)], 1).view(x.dtype).float()  # [N, 2]
     return vals[:, :1], vals[:, 1:]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import StreamingKth, apply_mask, kth_index, ordered_sum, prune_by_magnitude
+from .common import StreamingKth, apply_mask, is_16bit_float, kth_index, ordered_sum, prune_by_magnitude
 from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
 
 
@@ -28,7 +28,7 @@ def ties_combine(x: torch.Tensor) -> torch.Tensor:
     sign is that of P + M and the disjoint mean is P / #positive or M / #negative.
     """
     count = torch.int16 if x.shape[0] < (1 << 15) else torch.int32
-    if x.element_size() == 2 and x.dtype.is_floating_point:  # split the signs on the bit patterns
+    if is_16bit_float(x):  # split the signs on the bit patterns
         bits = x.view(torch.int16)
         neg_bits = bits & (bits >> 15)  # the entries with a set sign bit, 0 elsewhere
         pos, neg = (bits - neg_bits).view(x.dtype), neg_bits.view(x.dtype)
