@@ -37,10 +37,16 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_folder(tmp, out)
+
+
+def replace_folder(src: Path, out: Path) -> None:
+    """Put the finished folder ``src`` at ``out`` (same file system): an existing ``out`` is
+    renamed aside first and removed only after ``src`` took its place."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
-    os.rename(tmp, out)
+    os.rename(src, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -44,6 +44,7 @@ import torch
 from llava.conversation import conv_templates
 from llava.model.tiny import TinySizes, make_tiny_llava
 
+from ..atomic import replace_folder
 from . import generator
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,7 @@ def train_adapter(base: Path, data_file: Path, image_folder: Path, out: Path, re
         shutil.move(str(tmp / "train.log"), tmp / "adapter" / "train.log")
         for leftover in (tmp / "adapter").glob("checkpoint-*"):
             shutil.rmtree(leftover)
-        if out.exists():
-            shutil.rmtree(out)
-        (tmp / "adapter").rename(out)
+        replace_folder(tmp / "adapter", out)
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -319,9 +318,7 @@ def build_base(out: Path, data_root: Path, sizes: TinySizes, tower_recipe: Train
                    "language_model": {"recipe": recipe.to_dict(), **summary}}
         (tmp / "base" / "demo_pretrain.json").write_text(json.dumps(
             {"sizes": asdict(sizes), "seed": seed, **summary}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        (tmp / "base").rename(out)
+        replace_folder(tmp / "base", out)
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
