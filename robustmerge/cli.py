@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import MergeInputError
+from robustmerge.errors import cli_main
 
 
 def parse_key_values(items: list[str], what: str = "--set") -> dict:
@@ -192,11 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except MergeInputError as exc:
-        print(f"robustmerge: error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(lambda: args.func(args), prog="robustmerge")
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ import csv
 import io
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from robustmerge.atomic import write_text_atomic
 from robustmerge.paper_numbers import PAPER, normalize_name, paper_method
+from robustmerge.errors import UserError, cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ MISSING = "–"
 STRICT_MARK = "*"
 
 
-class TableError(Exception):
+class TableError(UserError):
     """A problem with the results tree a user can fix; the message names the file."""
 
 
@@ -338,19 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
-    try:
+
+    def run() -> None:
         layout = get_layout(args.layout)
         rows = make_table(args.results, runs, args.reference, layout)
-    except TableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    md = render_markdown(rows, Path(args.results), layout)
-    print(md, end="")
-    if args.out_md:
-        write_text_atomic(Path(args.out_md), md)
-    if args.out_csv:
-        write_text_atomic(Path(args.out_csv), render_csv(rows, layout))
-    return 0
+        md = render_markdown(rows, Path(args.results), layout)
+        print(md, end="")
+        if args.out_md:
+            write_text_atomic(Path(args.out_md), md)
+        if args.out_csv:
+            write_text_atomic(Path(args.out_csv), render_csv(rows, layout))
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

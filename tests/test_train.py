@@ -224,15 +224,23 @@ def test_unreadable_json_is_named(tmp_path):
         read_samples(tmp_path / "absent.json")
 
 
-def test_cli_reports_bad_data_with_exit_status_2(tiny, tiny_data, tmp_path, caplog):
+def test_cli_reports_bad_data_with_exit_status_2(tiny, tiny_data, tmp_path, capsys):
     data = tmp_path / "train.json"
     data.write_text(json.dumps(_bad_samples()))
     argv = ["--model_name_or_path", str(tiny.base), "--data_path", str(data), "--image_folder",
             str(tiny_data / "images"), "--output_dir", str(tmp_path / "out"), "--use_cpu", "True"]  # fmt: skip
     assert main(argv) == 2
-    assert "id 'no_gpt'" in caplog.text
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "id 'no_gpt'" in errors[0]
     assert main([*argv, "--version", "plain"]) == 2
-    assert "only v1" in caplog.text
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "only v1" in errors[0]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The ``error: ...`` lines of a CLI's stderr (progress bars aside); no traceback allowed."""
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
 # ---------------------------------------------------------------- batching and sampling

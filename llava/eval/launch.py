@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from llava.eval.runner import RunnerError, merge_answer_files
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -154,21 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(own)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    bad = [f for f in ("--answers-file", "--num-chunks", "--chunk-idx") if f in runner_args]
-    if bad:
-        print(f"error: {bad} are set by the launcher; remove them after '--'", file=sys.stderr)
-        return 2
-    try:
-        from llava.eval.scorers.common import ScoreError
 
+    def run() -> None:
+        bad = [f for f in ("--answers-file", "--num-chunks", "--chunk-idx") if f in runner_args]
+        if bad:
+            raise RunnerError(f"{bad} are set by the launcher; remove them after '--'")
         slots = gpu_slots(args.gpus, args.chunks_per_gpu)
         expected, with_prompt = expected_keys_from_args(args.module, runner_args)
         count = launch_chunks(args.module, runner_args, args.answers_file, slots, expected, with_prompt)
-    except (RunnerError, ScoreError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.answers_file} ({count} answers from {len(slots)} chunks)")
-    return 0
+        print(f"wrote {args.answers_file} ({count} answers from {len(slots)} chunks)")
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

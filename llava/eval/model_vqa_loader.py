@@ -29,9 +29,9 @@ from llava.eval.runner import (
     GenerationSettings, RunnerError, check_items, get_chunk, items_from_questions, load_bundle, read_question_file,
     run_items,
 )
-from llava.eval.scorers.common import PROTOCOLS, ScoreError
+from llava.eval.scorers.common import PROTOCOLS
 from llava.eval.tasks import get_eval_task
-from llava.model.errors import LlavaLoadError
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_cli(main_fn, argv) -> int:
-    """Shared CLI wrapper: logging, seed, and user errors as exit status 2."""
-    try:
-        return main_fn(argv)
-    except (RunnerError, ScoreError, LlavaLoadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
 def task_or_error(name: str | None):
     """The task definition named by ``--task`` (None without it)."""
     if not name:
@@ -134,7 +125,7 @@ def answer_items(args: argparse.Namespace, items: list, settings: GenerationSett
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return cli_main(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 from llava.eval.mmbench_data import ANSWER_INSTRUCTION, MMBenchItem, read_mmbench_tsv
-from llava.eval.model_vqa_loader import LLAVA_TEMPERATURE, add_model_args, answer_items, run_cli, settings_from_args
+from llava.eval.model_vqa_loader import LLAVA_TEMPERATURE, add_model_args, answer_items, settings_from_args
 from llava.eval.runner import EvalItem, RunnerError, get_chunk
 from llava.eval.tasks import Prompt
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _main(argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return cli_main(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ from llava.eval import tasks as task_defs
 from llava.eval.runner import (
     GenerationSettings, ModelBundle, RunnerError, RunSummary, items_from_questions, read_question_file, run_items,
 )
-from llava.eval.scorers.common import PROTOCOLS, ScoreError, write_result, write_text_atomic
+from llava.eval.scorers.common import PROTOCOLS, write_result, write_text_atomic
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -393,13 +394,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from llava.model.errors import LlavaLoadError
-
-    try:
-        return _run(args)
-    except (RunnerError, ScoreError, LlavaLoadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from llava.conversation import conv_templates
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.errors import LlavaLoadError
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    try:
-        answer = eval_model(args)
-    except (LlavaLoadError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(answer)
-    return 0
+    def run() -> None:
+        try:
+            answer = eval_model(args)
+        except (FileNotFoundError, ValueError) as exc:  # an unreadable image or a bad flag value
+            raise LlavaLoadError(str(exc)) from None
+        print(answer)
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
+from robustmerge.errors import UserError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.scorers.common import write_text_atomic
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 PREPROCESSING = ("pad", "crop", "config")
 
 
-class RunnerError(Exception):
+class RunnerError(UserError):
     """A problem with the runner's inputs a user can fix; the message names the file and the fix."""
 
 

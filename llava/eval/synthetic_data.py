@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw
 from llava.eval import tasks as task_defs
 from llava.eval.scorers.mme import CATEGORIES as MME_CATEGORIES
 from llava.eval.scorers.pope import SPLITS as POPE_SPLITS
+from robustmerge.errors import UserError, cli_main
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40),
           "purple": (140, 50, 170), "orange": (240, 140, 20)}
@@ -254,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=3, help="questions per MM-MergeBench task")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    try:
-        make_benchmark_data(args.out, args.n, args.seed)
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
+    def run() -> None:
+        try:
+            make_benchmark_data(args.out, args.n, args.seed)
+        except FileExistsError as e:
+            raise UserError(str(e)) from None
+        print(f"wrote {args.out}")
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

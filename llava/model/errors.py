@@ -1,5 +1,6 @@
-"""The one exception type for problems a user can fix (bad paths, mismatched files)."""
+"""The loader's user error (bad paths, mismatched files); see :mod:`robustmerge.errors`."""
+from robustmerge.errors import UserError
 
 
-class LlavaLoadError(Exception):
+class LlavaLoadError(UserError):
     """A checkpoint folder, adapter or vision tower cannot be loaded; the message says why and how to fix it."""

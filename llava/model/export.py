@@ -32,6 +32,7 @@ from huggingface_hub import save_torch_state_dict
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.model.builder import load_pretrained_model, resolve_dtype
 from llava.model.errors import LlavaLoadError
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -258,13 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     targets = [("llava", args.out / "llava"), ("hf", args.out / "hf")] if args.layout == "both" else [(args.layout, args.out)]
-    try:
+    def run() -> None:
         for layout, out in targets:
             export_model(args.model_path, out, layout, args.model_base, args.dtype, args.vision_tower)
-    except LlavaLoadError as exc:
-        logger.error("error: %s", exc)
-        return 2
-    return 0
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

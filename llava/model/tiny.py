@@ -30,6 +30,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from llava.conversation import conv_templates
 from llava.model.errors import LlavaLoadError
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -319,14 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySizes)})
-    try:
+    def run() -> None:
         tiny = make_tiny_llava(args.out, sizes, seed=args.seed)
         for i in range(args.loras):
             make_tiny_lora(tiny.base, tiny.root / f"lora-task-{i}", seed=args.seed + 100 + i)
-    except LlavaLoadError as exc:
-        logger.error("error: %s", exc)
-        return 2
-    return 0
+
+    return cli_main(run)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from robustmerge.errors import UserError
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
@@ -48,7 +49,7 @@ _ROLES = {"human": 0, "gpt": 1}
 _MAX_LISTED = 5  # bad samples named one by one in a message
 
 
-class TrainDataError(Exception):
+class TrainDataError(UserError):
     """The training data cannot be used as given; the message names the file or sample and the fix."""
 
 

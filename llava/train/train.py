@@ -45,7 +45,6 @@ import torch
 import transformers
 
 from llava.model.builder import folder_kind, load_pretrained_model, pick_attn_implementation
-from llava.model.errors import LlavaLoadError
 from llava.model.multimodal_encoder.builder import resolve_vision_tower
 from llava.train.data import (
     BAD_SAMPLE_POLICIES,
@@ -56,6 +55,7 @@ from llava.train.data import (
     read_samples,
 )
 from llava.train.llava_trainer import LLaVATrainer
+from robustmerge.errors import UserError, cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ _ASPECT_RATIOS = ("pad", "square")
 _VERSIONS = ("v1", "vicuna_v1", "llava_v1")
 
 
-class TrainSetupError(Exception):
+class TrainSetupError(UserError):
     """The run cannot start as configured; the message names the flag or folder and the fix."""
 
 
@@ -475,12 +475,7 @@ def default_attn_implementation(prefer_flash: bool) -> str | None:
 def main(argv: Sequence[str] | None = None, attn_implementation: str | None = None) -> int:
     """CLI: exit status 0, or 2 with a one-line reason for problems the user can fix."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        train(argv, attn_implementation=attn_implementation)
-    except (TrainSetupError, TrainDataError, LlavaLoadError) as exc:
-        logger.error("error: %s", exc)
-        return 2
-    return 0
+    return cli_main(lambda: train(argv, attn_implementation=attn_implementation))
 
 
 if __name__ == "__main__":

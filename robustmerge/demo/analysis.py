@@ -41,6 +41,7 @@ from typing import Callable
 from robustmerge.errors import MergeInputError
 
 from .layout import DEMO_SEEN
+from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
@@ -296,12 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(args.demo, args.out, threads=args.threads, figures=not args.no_figures, progress=not args.quiet)
-    except MergeInputError as exc:
-        print(f"robustmerge.demo.analysis: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli_main(lambda: run(args.demo, args.out, threads=args.threads, figures=not args.no_figures,
+                                progress=not args.quiet), prog="robustmerge.demo.analysis")
 
 
 if __name__ == "__main__":

@@ -40,17 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task")
     known, _ = pre.parse_known_args(argv)
-    task = None
-    if known.task:
-        try:
-            task = canonical_task(known.task)
-        except KeyError as e:
-            print(f"error: {e.args[0]}", file=sys.stderr)
-            return 2
-    args = build_parser(task).parse_args(argv)
-    logging.basicConfig(level=str(args.log_level).upper(), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    return cli_main(lambda: _run(args, task))
+
+    def run() -> int:
+        task = _task_or_error(known.task) if known.task else None
+        args = build_parser(task).parse_args(argv)
+        logging.basicConfig(level=str(args.log_level).upper(), stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+        return _run(args, task)
+
+    return cli_main(run)
+
+
+def _task_or_error(name: str) -> str:
+    try:
+        return canonical_task(name)
+    except KeyError as e:
+        raise ScoreError(e.args[0]) from None
 
 
 def _run(args: argparse.Namespace, task: str) -> int:

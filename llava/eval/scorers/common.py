@@ -40,11 +40,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
+from robustmerge.errors import UserError, cli_main  # noqa: F401  (cli_main re-exported)
 from robustmerge.atomic import write_text_atomic  # noqa: F401  (re-exported for the scorers)
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ RESULT_KEYS = (
 MIN_ID_OVERLAP = 0.5
 
 
-class ScoreError(Exception):
+class ScoreError(UserError):
     """A problem with the inputs a user can fix; the message names the file and the fix."""
 
 
@@ -449,12 +449,3 @@ def result_path(args: argparse.Namespace) -> Path:
     if args.result_file:
         return Path(args.result_file)
     return Path(args.answers_file).parent / "result.json"
-
-
-def cli_main(fn: Callable[[], int | None]) -> int:
-    """Run ``fn`` and turn ``ScoreError`` into one line on stderr and exit status 2."""
-    try:
-        return int(fn() or 0)
-    except ScoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
