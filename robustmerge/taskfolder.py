@@ -26,10 +26,11 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_folder
 from .errors import MergeInputError
@@ -106,7 +107,7 @@ def lora_key(module: str, factor: str, adapter: str | None = None) -> str:
 def module_name(peft_name: str) -> str:
     """PEFT name -> the wrapped model's name: ``base_model.model.model.layers.0.mlp.up_proj``
     -> ``model.layers.0.mlp.up_proj`` (names without the prefix are returned as they are)."""
-    return peft_name[len(PEFT_PREFIX):] if peft_name.startswith(PEFT_PREFIX) else peft_name
+    return peft_name.removeprefix(PEFT_PREFIX)
 
 
 def peft_name(name: str) -> str:

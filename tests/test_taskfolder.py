@@ -245,7 +245,7 @@ def test_pickle_with_code_is_refused(tmp_path):
 def test_names_and_hasher_import_without_torch():
     code = ("import sys; import robustmerge.taskfolder, robustmerge.hashing, robustmerge.cli; "
             "assert 'torch' not in sys.modules, 'torch imported'")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
 
@@ -254,18 +254,16 @@ def test_names_and_hasher_import_without_torch():
 
 
 def test_write_folder_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with tf.write_folder(tmp_path / "out") as folder:
-            folder.adapter_config(CONFIG)
-            folder.lora(_lora())
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), tf.write_folder(tmp_path / "out") as folder:
+        folder.adapter_config(CONFIG)
+        folder.lora(_lora())
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     _write(tmp_path / "out", "bin", projector=True)
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    with pytest.raises(RuntimeError, match="boom"):
-        with tf.write_folder(tmp_path / "out") as folder:
-            folder.adapter_config({"r": 99})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), tf.write_folder(tmp_path / "out") as folder:
+        folder.adapter_config({"r": 99})
+        raise RuntimeError("boom")
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -288,10 +286,9 @@ def test_update_folder_moves_adapter_config_last_and_keeps_other_files(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == sorted(moved + ["trainer_state.json"])  # stale .bin removed
     monkeypatch.setattr(os, "replace", real)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(RuntimeError, match="boom"):
-        with tf.update_folder(out) as folder:
-            folder.adapter_config({"r": 99})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), tf.update_folder(out) as folder:
+        folder.adapter_config({"r": 99})
+        raise RuntimeError("boom")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no .saving- folder, nothing replaced
 
 
@@ -315,7 +312,7 @@ def test_file_names_are_defined_only_in_taskfolder():
                 if _LITERALS.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert offenders == []
-    definitions = re.findall(r'^[A-Z_]+ = "([^"]+)"', owner.read_text(), re.M)
+    definitions = re.findall(r'^[A-Z_]+ = "([^"]+)"', owner.read_text(), re.MULTILINE)
     for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "non_lora_trainables.bin",
                  "config.json", "merge_record.json", "mm_projector.bin"):
         assert definitions.count(name) == 1, name
