@@ -2,7 +2,8 @@
 
 A task folder holds ``task.toml`` (the declarative spec, fields below) and ``scorer.py`` (the
 scorer: ``parse(text)``, ``judge(parsed, gt)`` and ``score(inputs, answers, protocol) ->
-Scored``; optionally ``build_prompt(question) -> Prompt`` and ``build_items(...)``). Built-in
+Scored``; optionally ``check_inputs(inputs)``, run before the answers are read,
+``build_prompt(question) -> Prompt`` and ``build_items(...)``). Built-in
 folders live here (``llava/eval/tasks/<folder>/``, importable as ``llava.eval.tasks.<folder>``);
 more come from ``$LLAVA_TASKS_PATH`` (``os.pathsep``-separated folders OF task folders) and from
 :func:`register_task_folder`. Plug-in ``scorer.py`` files are loaded by file path, so their
@@ -32,6 +33,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,9 @@ class TaskSpec:
         """Read the answers named in ``inputs`` and score them: the scorer's ``Scored``."""
         from llava.eval.scorers.common import read_answers
 
+        check = getattr(self.scorer, "check_inputs", None)     # ground-truth errors before answer errors
+        if check is not None:
+            check(inputs)
         answers = read_answers(inputs.answers_file, skip_malformed=inputs.skip_malformed,
                                require=self.answer_fields_for(protocol))
         return self.scorer.score(inputs, answers, protocol)
@@ -165,6 +170,7 @@ def _load_scorer(folder: Path) -> ModuleType:
     if module is None:
         spec = importlib.util.spec_from_file_location(name, folder / SCORER_FILE)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module          # dataclasses and pickling look the module up by name
         spec.loader.exec_module(module)
         _PLUGIN_MODULES[name] = module
     return module

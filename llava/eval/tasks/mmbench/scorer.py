@@ -254,6 +254,10 @@ def _submit(inputs, answers: Sequence[dict]) -> Path:
                             inputs=[inputs.question_file, inputs.answers_file])
 
 
+#: the answer runner of this task when the pipeline fans it out (module, its flags)
+RUNNER = ("llava.eval.model_vqa_mmbench", ("--single-pred-prompt",))
+
+
 def build_items(spec, question_file, image_folder, protocol: str) -> list:
     """The runner items: each TSV row with LLaVA-1.5's single-prediction prompt (see
     :mod:`llava.eval.model_vqa_mmbench`)."""

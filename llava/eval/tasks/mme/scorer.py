@@ -154,7 +154,7 @@ def read_mme_gt(gt_dir: str | Path, categories: Sequence[str] = CATEGORIES) -> l
     missing = [c for c in categories if not (gt_dir / c).is_dir()]
     if missing:
         raise ScoreError(f"{gt_dir}: subtask folder(s) {missing} not found; expected one folder per "
-                         "MME subtask (see llava/eval/scorers/mme.py for the layouts)")
+                         "MME subtask (see llava/eval/tasks/mme/scorer.py for the layouts)")
     out: list[MMEQuestion] = []
     for category in categories:
         folder = qa_folder(gt_dir / category)

@@ -381,10 +381,16 @@ def score_files(annotation_dir: str, question_file: str, answers_file: str,
     return score_answers(annotation_dir, question_file, answers_file, answers, protocol, skip_malformed)
 
 
-def score(inputs, answers, protocol: str) -> Scored:
-    """The scorer interface: labels from option ``annotation_dir``, questions from ``question_file``."""
+def check_inputs(inputs) -> None:
+    """Label and question errors are reported before answer errors."""
     if not inputs.option("annotation_dir") or not inputs.question_file:
         raise ScoreError("POPE needs --annotation-dir and --question-file")
+    read_labels(inputs.option("annotation_dir"))
+    read_questions(inputs.question_file)
+
+
+def score(inputs, answers, protocol: str) -> Scored:
+    """The scorer interface: labels from option ``annotation_dir``, questions from ``question_file``."""
     pope, settings = score_answers(inputs.option("annotation_dir"), inputs.question_file, inputs.answers_file,
                                    answers, protocol, bool(inputs.skip_malformed))
     return Scored(build_result(pope, settings), format_report(pope))
