@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 import pytest
 
@@ -169,8 +168,9 @@ def test_prompt_snapshot(name):
 def test_scienceqa_text_only_problem_has_no_image_token():
     q = {"question_id": "403", "text": "<image>\nWhich word is a noun?\nA. run\nB. dog\n"}
     p = tasks.get_task("ScienceQA").build_prompt(q)
-    assert p == prompts.Prompt(text="Which word is a noun?\nA. run\nB. dog", record="Which word is a noun?\nA. run\nB. dog",
-                             has_image=False)
+    assert p == prompts.Prompt(text="Which word is a noun?\nA. run\nB. dog",
+                               record="Which word is a noun?\nA. run\nB. dog",
+                               has_image=False)
 
 
 def test_imagenet_option_sentence_is_the_original(tmp_path, monkeypatch):

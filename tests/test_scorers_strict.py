@@ -246,7 +246,8 @@ def test_caption_strict_joins_by_id_shuffled_answers():
     gt = str(folder / "instructions" / "Screen2words" / "test_coco_type.json")
     answers = read_answers(folder / "results" / "Screen2words" / "merge.jsonl")
     qs = [{"question_id": f"screen2words_{i}", "image": f"Screen2words/{i}.jpg"} for i in range(8)]
-    strict = caption.score_records("Screen2Words", gt, Records(list(reversed(answers))), protocol="strict", questions=qs)
+    strict = caption.score_records("Screen2Words", gt, Records(list(reversed(answers))), protocol="strict",
+                                   questions=qs)
     m = strict.result["metrics"]
     # the official numbers of the in-order file (expected/stdout.txt)
     assert [f"{m[k]:.2f}" for k in caption.METRICS + ("Average",)] == \

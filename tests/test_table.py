@@ -108,7 +108,8 @@ def test_reference_rows_show_paper_and_difference(results):
     assert delta["MME"].value == 1500.04 - 1494.9
     assert rows[5].cells[table.SEEN_AVG].value is None                 # ties' own average is missing
     assert rows[1].cells["POPE"].value == 87.2
-    assert table.format_cell(rows[2], "MME", LAYOUT) == "+5.1" and table.format_cell(rows[2], "ScienceQA", LAYOUT) == "-3.43"
+    assert table.format_cell(rows[2], "MME", LAYOUT) == "+5.1"
+    assert table.format_cell(rows[2], "ScienceQA", LAYOUT) == "-3.43"
     assert table.format_cell(rows[8], "AOKVQA", LAYOUT) == ""                   # zero-shot: unseen missing
     lines = table.render_csv(rows).splitlines()
     assert lines[3].startswith("robustmerge,delta,Δ vs paper,-3.43,5.46,4.8,28.2,")

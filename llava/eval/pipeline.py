@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="benchmark data folder (see the module docstring)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--run-name", required=True, help="results go to <results>/<run-name>/<task>/")
-    p.add_argument("--tasks", default="all", help="comma-separated tasks or groups (all, mergebench, seen, unseen, general); default all")
+    p.add_argument("--tasks", default="all",
+                   help="comma-separated tasks or groups (all, mergebench, seen, unseen, general); default all")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's budget")

@@ -154,7 +154,8 @@ def make_task(root: Path, task: task_defs.TaskSpec, n: int, rng: random.Random) 
 
 def make_mmmergebench(root: Path, n: int = 3, seed: int = 0) -> None:
     """All twelve tasks under ``root/instructions`` and ``root/datasets``."""
-    for k, task in enumerate(t for t in task_defs.tasks(("seen", "unseen")) if t.folder.parent == task_defs.BUILTIN_DIR):
+    builtin = [t for t in task_defs.tasks(("seen", "unseen")) if t.folder.parent == task_defs.BUILTIN_DIR]
+    for k, task in enumerate(builtin):
         make_task(root, task, n, random.Random(seed * 1000 + k))
 
 

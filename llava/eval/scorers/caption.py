@@ -36,8 +36,7 @@ from collections import defaultdict
 from typing import Callable, Sequence
 
 from llava.eval.scorers.common import (
-    ScoreError, Scored, check_same_questions, join_by_id, join_counts, make_result, read_answers,
-    read_json, read_questions,
+    ScoreError, Scored, check_same_questions, join_by_id, join_counts, make_result, read_json, read_questions,
 )
 from llava.eval.scorers.exact import is_empty, join_notes
 
