@@ -97,9 +97,6 @@ class Layout:
         return {SEEN_AVG: self.seen, UNSEEN_AVG: self.unseen}
 
 
-LAYOUTS = ("paper", "demo")
-
-
 def register_layout(name: str, provider: str | Callable[[], Layout]) -> None:
     """Add (or replace) a layout provider: a function, or ``"module:function"`` imported lazily."""
     LAYOUT_PROVIDERS[name] = provider
@@ -112,7 +109,10 @@ def get_layout(name: str = "paper") -> Layout:
         raise TableError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUT_PROVIDERS)}")
     if isinstance(provider, str):
         module, _, attr = provider.partition(":")
-        provider = getattr(importlib.import_module(module), attr)
+        try:
+            provider = getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise TableError(f"layout {name!r} comes from {module}, which cannot be imported ({e})") from None
     return provider()
 
 
@@ -350,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", default=None, help="comma-separated runs in row order (default: all)")
     p.add_argument("--reference", choices=("paper",), default=None, help="add the paper's rows and differences")
     p.add_argument("--layout", default="paper",
-                   help="task columns: the paper's MM-MergeBench + POPE/MME/MMBench (default) or the demo's miniature")
+                   help="task columns: the paper's MM-MergeBench + POPE/MME/MMBench (default), the demo's "
+                        "miniature, or a layout registered with register_layout")
     p.add_argument("--out-md", default=None, help="also write the Markdown here")
     p.add_argument("--out-csv", default=None, help="write the CSV here")
     p.add_argument("--log-level", default="WARNING")

@@ -7,7 +7,7 @@ exit status 2.
 
 The parser is generated from the task's spec (``llava/eval/tasks/<folder>/task.toml``): the
 common flags, plus the task's own ``[[flags]]`` (e.g. ``--gt-file``, ``--annotation-dir``),
-whose values reach the scorer as ``ScoreInputs.options``. :func:`task_main` is the same CLI for
+whose values reach the scorer as ``ScoreInputs.options``. :func:`run_task` is the same CLI for
 one task without ``--task`` (``python -m llava.eval.scorers.pope`` and friends).
 """
 
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(run)
 
 
-def task_main(task: str, argv: list[str] | None = None, prog: str = PROG) -> int:
-    """The CLI of one task, without ``--task`` (the per-task entry points)."""
+def run_task(task: str, argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The CLI of one task, without ``--task`` (the per-task entry points wrap it in ``cli_main``)."""
     spec = get_task(task)
-    return cli_main(lambda: _run(spec, build_parser(spec, prog, with_task=False).parse_args(argv)))
+    return _run(spec, build_parser(spec, prog, with_task=False).parse_args(argv))
 
 
 def _task_or_error(name: str) -> TaskSpec:

@@ -3,11 +3,12 @@
 
 import sys
 
-from llava.eval.scorers.__main__ import task_main
+from llava.eval.scorers.__main__ import run_task
+from robustmerge.errors import cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return task_main("MMBench", argv, prog="python -m llava.eval.scorers.mmbench")
+    return cli_main(lambda: run_task("MMBench", argv, prog="python -m llava.eval.scorers.mmbench"))
 
 
 if __name__ == "__main__":
