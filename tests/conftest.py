@@ -49,8 +49,10 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
+    # a UsageError is reported as exactly one line, "ERROR: <message>" on stderr (exit status 4);
+    # pytest.exit would print the message twice, once wrapped in "! _pytest.outcomes.Exit: ... !"
     if in_ci() and not FIXTURES.is_dir():
-        pytest.exit("CI=true: " + missing_fixture_message(FIXTURES), returncode=1)
+        raise pytest.UsageError("CI=true: " + missing_fixture_message(FIXTURES))
 
 
 def pytest_runtest_setup(item):

@@ -486,6 +486,30 @@ def test_run_llava_cli_answers(capsys, llava_ref):
     assert "needs the base model" in capsys.readouterr().err
 
 
+def test_run_llava_answers_as_the_runner(tmp_path, capsys):
+    """run_llava and the benchmark runner share one generation call: same question, same answer."""
+    from llava.eval import runner
+    from llava.eval.run_llava import main
+    from llava.eval.tasks import Prompt
+    from llava.model.tiny import make_tiny_llava
+
+    tiny = make_tiny_llava(tmp_path / "tiny")
+    image, query = tmp_path / "shape.png", "What color is the shape?"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    argv = ["--model-path", str(tiny.base), "--device", "cpu", "--image-file", str(image), "--query", query,
+            "--temperature", "0", "--max-new-tokens", "12"]  # fmt: skip
+    assert main(argv) == 0
+    cli_answer = capsys.readouterr().out.splitlines()[-1].strip()  # the answer is the last line printed
+    item = runner.EvalItem(0, Prompt(f"<image>\n{query}", query, True), "config", image)
+    answers = tmp_path / "answers.jsonl"
+    settings = runner.GenerationSettings(max_new_tokens=12)
+    runner.run_items(runner.load_bundle(tiny.base, device="cpu"), [item], answers, settings, progress=False)
+    runner_answer = json.loads(answers.read_text())["text"]
+    assert cli_answer == runner_answer and len(cli_answer) > 0
+    assert main([*argv[:-2], "--temperature", "-1"]) == 2  # the runner's flag checks apply
+    assert "--temperature must be >= 0" in capsys.readouterr().err
+
+
 @needs_tiny
 def test_attention_choice():
     import importlib.util
