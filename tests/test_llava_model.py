@@ -305,40 +305,34 @@ def _copy_adapter(tmp_path: Path, name: str = "run") -> Path:
     return out
 
 
-def _broken_adapter(tmp_path: Path, file: str, edit) -> Path:
-    """A copy of lora-task-a whose `file` (a torch.save dict) was changed in place by `edit(state)`."""
-    folder = _copy_adapter(tmp_path)
-    state = torch.load(folder / file, weights_only=True)
-    edit(state)
-    torch.save(state, folder / file)
-    return folder
-
-
 def _rename(old: str, new: str):
     return lambda state: state.__setitem__(new, state.pop(old))
 
 
-@needs_tiny
-def test_unused_lora_key_fails_loudly(tmp_path):
-    bad = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
-    folder = _broken_adapter(tmp_path, "adapter_model.bin", _rename(bad, bad.replace("self_attn", "attn")))
-    with pytest.raises(LlavaLoadError, match=r"adapter_model\.bin.*match no LoRA layer.*layers\.0\.attn\.q_proj"):
-        load_pretrained_model(folder, BASE, device="cpu")
+LORA_Q = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+LORA_DOWN_B = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
+PROJECTOR_0 = "base_model.model.model.mm_projector.0.weight"
+BROKEN_ADAPTERS = {  # case: (file of lora-task-a, edit of its state dict, the error's message)
+    "unused_lora_key": ("adapter_model.bin", _rename(LORA_Q, LORA_Q.replace("self_attn", "attn")),
+                        r"adapter_model\.bin.*match no LoRA layer.*layers\.0\.attn\.q_proj"),
+    "missing_lora_factor": ("adapter_model.bin", lambda state: state.pop(LORA_DOWN_B),
+                            r"no weights for 1 LoRA.*layers\.1\.mlp\.down_proj\.lora_B"),
+    "unused_projector_key": ("non_lora_trainables.bin", _rename(PROJECTOR_0, PROJECTOR_0.replace("projector", "projektor")),
+                             r"non_lora_trainables\.bin: 1 key.*mm_projektor"),
+}  # fmt: skip
 
 
 @needs_tiny
-def test_missing_lora_factor_fails_loudly(tmp_path):
-    gone = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
-    folder = _broken_adapter(tmp_path, "adapter_model.bin", lambda state: state.pop(gone))
-    with pytest.raises(LlavaLoadError, match=r"no weights for 1 LoRA.*layers\.1\.mlp\.down_proj\.lora_B"):
-        load_pretrained_model(folder, BASE, device="cpu")
-
-
-@needs_tiny
-def test_unused_projector_key_fails_loudly(tmp_path):
-    key = "base_model.model.model.mm_projector.0.weight"
-    folder = _broken_adapter(tmp_path, "non_lora_trainables.bin", _rename(key, key.replace("projector", "projektor")))
-    with pytest.raises(LlavaLoadError, match=r"non_lora_trainables\.bin: 1 key.*mm_projektor"):
+@pytest.mark.parametrize("case", list(BROKEN_ADAPTERS))
+def test_broken_adapter_fails_loudly(case, tmp_path):
+    """An adapter key that matches no layer, a missing LoRA factor, a stray projector key: each
+    stops the load with a message naming the file and the key."""
+    file, edit, message = BROKEN_ADAPTERS[case]
+    folder = _copy_adapter(tmp_path)
+    state = torch.load(folder / file, weights_only=True)
+    edit(state)
+    torch.save(state, folder / file)
+    with pytest.raises(LlavaLoadError, match=message):
         load_pretrained_model(folder, BASE, device="cpu")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import in_ci
 from PIL import Image
 
 from llava.conversation import build_prompt
@@ -35,11 +36,15 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def needs_deepspeed() -> None:
-    """Skip (with the import error) when `import deepspeed` fails; checked in a subprocess, once."""
+    """Skip (with the import error) when `import deepspeed` fails, and fail under CI=true (where
+    `.ci/run` installs it); checked in a subprocess, once."""
     run = subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, text=True)
     if run.returncode != 0:
         error = (run.stderr.strip().splitlines() or ["import failed"])[-1]
-        pytest.skip(f"deepspeed not importable ({error}); install it with pip install -e '.[train]'")
+        message = f"deepspeed not importable ({error}); install it with pip install -e '.[train]'"
+        if in_ci():
+            pytest.fail("CI=true: " + message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +134,7 @@ def test_zero2_single_process_matches_plain_training_and_resumes(needs_deepspeed
     out = tmp_path / "zero2"
     _run_cli(_argv(tiny, data, out, "--deepspeed", str(REPO / "scripts" / "zero2.json")))
     losses = _losses(out)
-    print("zero2 losses", [round(x, 3) for x in losses], "plain", [round(x, 3) for x in plain.losses])
+    print("zero2 - plain, largest loss difference:", max(abs(a - b) for a, b in zip(losses, plain.losses)))
     assert len(losses) == STEPS
     # same init, same batches, same fp32 arithmetic: observed differences are below 1e-6
     assert losses == pytest.approx(plain.losses, abs=1e-4)
@@ -150,7 +155,6 @@ def test_zero3_single_process_trains_and_saves(needs_deepspeed, setup, plain, tm
     zero3 = str(REPO / "scripts" / "zero3.json")
     _run_cli(_argv(tiny, data, out, "--deepspeed", zero3, "--gradient_checkpointing", "True"))
     losses = _losses(out)
-    print("zero3 losses", losses, "plain", plain.losses)
     assert losses[0] == pytest.approx(plain.losses[0], abs=1e-4)
     assert sum(losses[-3:]) / 3 < 0.75 * losses[0]
     _assert_task_folder_loads(out, tiny, data)
