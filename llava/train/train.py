@@ -151,8 +151,14 @@ class TrainingArguments(transformers.TrainingArguments):
         super().__post_init__()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+def parse_args(
+    argv: Sequence[str] | None = None, defaults: dict | None = None
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The three argument dataclasses from command-line flags; `defaults` (flag name -> Python
+    value, used as is) replaces the dataclass defaults of the flags that `argv` does not give."""
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    if defaults:
+        parser.set_defaults(**defaults)
     try:
         args = list(argv) if argv is not None else None
         return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
@@ -384,7 +390,12 @@ def train(argv: Sequence[str] | None = None, attn_implementation: str | None = N
     Raises:
         TrainSetupError, TrainDataError, LlavaLoadError: for problems the user can fix.
     """
-    model_args, data_args, training_args = parse_args(argv)
+    return _train(*parse_args(argv), attn_implementation=attn_implementation)
+
+
+def _train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+           attn_implementation: str | None = None) -> TrainResult:
+    """:func:`train` on parsed arguments."""
     check_args(model_args, data_args, training_args)
     if model_args.attn_implementation is None:
         model_args.attn_implementation = attn_implementation
@@ -446,12 +457,13 @@ def train_task(
 ) -> TrainResult:
     """Train one task adapter in-process (defaults: the MM-MergeBench rank-16 recipe).
 
-    Every argument is the command-line flag of the same name; `extra_args` appends more flags
-    (e.g. ``["--deepspeed", "scripts/zero2.json"]``). Returns :class:`TrainResult`.
+    Every argument is the command-line flag of the same name, passed as its Python value (no
+    round trip through strings); `extra_args` are more flags, parsed as on the command line, and
+    win over the arguments (e.g. ``["--deepspeed", "scripts/zero2.json"]``). Returns :class:`TrainResult`.
     """
     args = {
-        "model_name_or_path": model_name_or_path, "data_path": data_path, "image_folder": image_folder,
-        "output_dir": output_dir, "lora_enable": True, "lora_r": lora_r, "lora_alpha": lora_alpha,
+        "model_name_or_path": str(model_name_or_path), "data_path": str(data_path), "image_folder": str(image_folder),
+        "output_dir": str(output_dir), "lora_enable": True, "lora_r": lora_r, "lora_alpha": lora_alpha,
         "lora_dropout": lora_dropout, "learning_rate": learning_rate, "num_train_epochs": num_train_epochs,
         "max_steps": max_steps, "per_device_train_batch_size": per_device_train_batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "warmup_ratio": warmup_ratio,
@@ -460,10 +472,8 @@ def train_task(
         "save_strategy": "steps", "save_steps": save_steps, "seed": seed, "bad_sample": bad_sample,
         "use_cpu": use_cpu, "version": "v1", "lazy_preprocess": True,
     }  # fmt: skip
-    optional = {"vision_tower": vision_tower, "mm_projector_lr": mm_projector_lr, "model_max_length": model_max_length}
-    args.update({k: v for k, v in optional.items() if v is not None})
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return train([*argv, *extra_args])
+    args.update(vision_tower=vision_tower, mm_projector_lr=mm_projector_lr, model_max_length=model_max_length)
+    return _train(*parse_args(extra_args, defaults=args))
 
 
 def default_attn_implementation(prefer_flash: bool) -> str | None:
