@@ -253,19 +253,27 @@ def _awkward(numel, dtype, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_kth_selection_equals_kthvalue(dtype):
-    """The fast exact selections agree with kthvalue on every k tried, both halves of the
-    range (the sampled bracket's two sides) and the 16-bit histogram route."""
-    from robustmerge.methods.common import kth_smallest, kth_smallest_magnitude16
+    """The one selection primitive agrees with kthvalue and with its sort-based reference on
+    every k tried: both halves of the range (the sampled bracket's two sides), the 16-bit
+    histogram route (magnitudes), signed 16-bit rows, and batched short rows."""
+    from robustmerge.methods.common import kth_smallest, kth_smallest_reference
 
     x = _awkward(50_000, dtype, seed=7)  # > 16 · 1024: the bracketed route
     for k in (1, 2, 5, 4_999, 25_000, 25_001, 40_000, 49_999, 50_000):
         ref = x.float().kthvalue(k).values
         assert kth_smallest(x.float(), k) == ref
+        assert kth_smallest(x, k).dtype == dtype
+        assert kth_smallest(x, k).float() == ref, k  # signed: sampled bracket / kthvalue on 16-bit values
+        mag = x.abs()
+        want = mag.float().kthvalue(k).values.to(dtype)
+        got = kth_smallest(mag, k)  # 16-bit magnitudes: the histogram route
+        assert got == want and got == kth_smallest_reference(mag, k), k
         if dtype != torch.float32:
-            mag = x.abs()
-            bits = kth_smallest_magnitude16(mag.view(torch.int16), k)
-            want = mag.float().kthvalue(k).values.to(dtype)
-            assert torch.tensor(bits, dtype=torch.int16).view(dtype) == want, k
+            assert got.view(torch.int16) == want.view(torch.int16)  # the same bit pattern
+    rows = x[:3 * 999].reshape(3, 999)  # batched short rows: one value per row
+    for k in (1, 500, 999):
+        assert torch.equal(kth_smallest(rows, k), rows.kthvalue(k, dim=-1).values)
+        assert torch.equal(kth_smallest(rows.abs(), k), kth_smallest_reference(rows.abs(), k))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
