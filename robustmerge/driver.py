@@ -199,16 +199,25 @@ def _input_record(adapters: AdapterSet, hasher: InputHasher | None) -> list[dict
 def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
                     params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
                     overwrite: bool = False, write_bin: bool = False, hash_inputs: bool = True,
-                    progress: bool = False, hasher: InputHasher | None = None) -> dict:
+                    progress: bool = False) -> dict:
     """Merge module by module straight into ``out`` (atomically) and return the merge record.
 
     Writes ``adapter_config.json``, ``adapter_model.safetensors`` (PEFT-loadable; keys as the
     inputs'), ``non_lora_trainables.bin`` (when the tasks have extras), the first task's
     ``config.json``, ``merge_record.json`` and, with ``write_bin``, the legacy
     ``adapter_model.bin``. With ``hash_inputs=False`` the record's input sha256 fields are
-    null (the inputs are not read a second time). ``hasher``: an :class:`InputHasher`
-    already working on the input files (the CLI starts one before importing torch).
+    null (the inputs are not read a second time); otherwise they are hashed on a background
+    thread while the merge runs.
     """
+    return _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                            hash_inputs, progress, hasher=None)
+
+
+def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                     hash_inputs, progress, hasher: InputHasher | None) -> dict:
+    """:func:`merge_to_folder` (same arguments, in order), optionally with an
+    :class:`InputHasher` already working on the input files: the CLI's internal path (it
+    starts hashing before importing torch)."""
     t0 = time.perf_counter()
     plan = Plan.make(adapters, method, preset, params, device, seed, extras)
     ad = plan.adapters
