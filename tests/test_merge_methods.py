@@ -1,13 +1,14 @@
 """Each merge rule against a deliberately naive reference written here (loops, float64),
 plus the properties a merge must have: identical adapters, task order, kept shares, seeds."""
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
 from robustmerge import load_adapter_set, merge, merge_to_folder
-from robustmerge.methods import ModuleContext, get_method
+from robustmerge.methods import REGISTRY, ModuleContext, get_method
 from robustmerge.methods.common import StreamingKth
 from robustmerge.synthetic import LlamaShape, write_task_adapters
 
@@ -371,3 +372,81 @@ def test_ablation_variants():
         a, b = run("robustmerge", A, B, variant=variant, s_dtype="float32")
         torch.testing.assert_close(a.double(), ea, rtol=1e-5, atol=1e-7, msg=variant)
         torch.testing.assert_close(b.double(), eb, rtol=1e-5, atol=1e-7 * eb.abs().max().item(), msg=variant)
+
+
+# ---- a new rule is one new file (plug-in path) ------------------------------------------------
+
+TOY_RULE = '''"""Toy rule: the mean of the task factors (an example plug-in, no paper).
+
+    A* = (1/N) Σ_n A_n,   B* = (1/N) Σ_n B_n
+
+Shapes: A [N, r, d_in], B [N, d_out, r] -> float32 [r, d_in], [d_out, r]. Parameters: none.
+Plain already, so the rule is its own reference.
+"""
+import torch
+
+from robustmerge.methods import register
+
+
+@register(paper="none (an example rule)", params=[])
+def toy(A, B, p, ctx):
+    """mean of the task factors"""
+    return A.mean(0, dtype=torch.float32), B.mean(0, dtype=torch.float32)
+'''
+
+
+def _cli(args, env_path, cwd):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "ROBUSTMERGE_RULES_PATH": str(env_path)}
+    return subprocess.run([sys.executable, "-m", "robustmerge", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_toy_rule_from_the_plugin_path_lists_and_merges_through_the_cli(tmp_path):
+    from safetensors.torch import load_file
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "toy.py").write_text(TOY_RULE)
+    listed = _cli(["methods"], rules, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "toy: mean of the task factors\n  paper: none (an example rule)\n" in listed.stdout
+    assert "robustmerge: prune A and B by magnitude" in listed.stdout  # the built-in rules are still there
+    folders = write_task_adapters(tmp_path / "in", 2, SHAPE, r=4, seed=4)
+    done = _cli(["merge", "--method", "toy", "--adapters", *folders, "--out", tmp_path / "out", "-q"], rules, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "merged 2 adapters with toy [] ->" in done.stdout
+    got = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    inputs = [load_file(f / "adapter_model.safetensors") for f in folders]
+    assert list(got) == list(inputs[0]) and len(got) == 2 * 7  # every A and B of the 7 modules, input key order
+    for key, merged in got.items():
+        assert torch.equal(merged, (inputs[0][key] + inputs[1][key]) / 2), key
+    key = next(k for k in got if "lora_A" in k)  # one entry by hand, in Python floats
+    a0, a1, m = inputs[0][key][1, 2].item(), inputs[1][key][1, 2].item(), got[key][1, 2].item()
+    assert m == pytest.approx((a0 + a1) / 2, rel=1e-6) and m != 0
+    record = json.loads((tmp_path / "out" / "merge_record.json").read_text())
+    assert (record["method"], record["params"]) == ("toy", {})
+
+
+def test_rule_files_are_auto_registered():
+    """Every module of robustmerge/methods (but common and registry) registers its rule: no
+    import list to edit."""
+    import pkgutil
+
+    import robustmerge.methods as methods
+
+    modules = {m.name for m in pkgutil.iter_modules(methods.__path__)} - {"common", "registry"}
+    assert {m.rule.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()} >= modules
+    assert modules == {"dare", "pcb", "robustmerge", "task_arithmetic", "ties"}
+
+
+def test_public_api_takes_no_performance_plumbing():
+    import inspect
+
+    for fn in (merge, merge_to_folder):
+        assert not {"hasher", "workers", "pool"} & set(inspect.signature(fn).parameters), fn.__name__

@@ -82,7 +82,8 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     return _subcommand(subparsers, "analyze", cmd_analyze, own, merge_flag="--merge", files="JSON and Markdown")
 
 
-def _subcommand(subparsers, name: str, func, own_args, *, merge_flag: str | None, files: str) -> argparse.ArgumentParser:
+def _subcommand(subparsers, name: str, func, own_args, *, merge_flag: str | None,
+                files: str) -> argparse.ArgumentParser:
     """A sub-command with the options analyze and sweep share: ``--adapters`` first, then
     ``own_args(parser)``, then --device, --seed (for ``merge_flag``'s merges when given),
     --no-figures (``files`` only), --overwrite and -q. The help line and the description are

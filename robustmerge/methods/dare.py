@@ -1,9 +1,9 @@
 """DARE (Yu et al., ICML 2024) on LoRA factors, applied to the A stack and the B stack separately.
 
-For each task matrix X_n ∈ {A_n, B_n} (A [N, r, d_in], B [N, d_out, r]), with m ~ Bernoulli(1 - p)
-drawn per entry:
+For each task matrix X_n ∈ {A_n, B_n} (A [N, r, d_in], B [N, d_out, r]), with
+m ~ Bernoulli(1 - p) drawn per entry:
 
-    X̂_n = m ⊙ X_n · 1/(1 - p)        (rescale='inverse', the paper's Eq. 1-2 "drop and rescale")
+    X̂_n = m ⊙ X_n · 1/(1 - p)        (rescale='inverse', the paper's drop-and-rescale)
     X̂_n = m ⊙ X_n                    (rescale='none')
     X*  = λ Σ_n X̂_n                   (then Task Arithmetic; λ placement as lambda_on)
 
@@ -65,7 +65,8 @@ def dare_drop(x: torch.Tensor, drop: float, gen: torch.Generator) -> torch.Tenso
 
 @per_factor(paper="Yu et al., 'Language Models are Super Mario: Absorbing Abilities from Homologous Models as a "
             "Free Lunch' (DARE), ICML 2024; https://arxiv.org/abs/2311.03099",
-            params=[Param("drop", 0.5, "drop probability p per entry (resolution 1/32768)", float, 0.0, 1.0, open_high=True),
+            params=[Param("drop", 0.5, "drop probability p per entry (resolution 1/32768)", float, 0.0, 1.0,
+                          open_high=True),
                     Param("rescale", "inverse", "survivor rescaling: 'inverse' (1/(1-p)) or 'none'", str,
                           choices=("inverse", "none"))],
             reference=reference)

@@ -1,14 +1,14 @@
-"""PCB-merging (Du et al., NeurIPS 2024, Sec. 3.2, Eq. 1-6 / Algorithm 1) on LoRA factors, per
-matrix, applied to the A stack and the B stack separately. For X ∈ {A, B} (A [N, r, d_in],
-B [N, d_out, r]), τ_n = vec(X_n) ∈ R^D:
+"""PCB-merging (Du et al., NeurIPS 2024; the steps of its method, numbered 1-5 here) on LoRA
+factors, per matrix, applied to the A stack and the B stack separately. For X ∈ {A, B}
+(A [N, r, d_in], B [N, d_out, r]), τ_n = vec(X_n) ∈ R^D:
 
 1. outlier clip:  |τ̄_n| = clamp(|τ_n|, q_lo, q_hi) at sort indices ⌊D·ε⌋ and ⌊D(1-ε)⌋-1,
                   τ̄_n = sign(τ_n) |τ̄_n|                                  (ε = ``clip``)
-2. intra-balance: β_intra,n = exp(N · minmax(|τ̄_n|)²)                   (Eq. 2)
-3. inter-balance: β_inter,n = tanh(τ_n ⊙ Σ_k τ_k)                        (Eq. 3, NLP-code variant)
+2. intra-balance: β_intra,n = exp(N · minmax(|τ̄_n|)²)
+3. inter-balance: β_inter,n = tanh(τ_n ⊙ Σ_k τ_k)   (NLP-code variant)
 4. β_n = β_intra,n ⊙ β_inter,n, raised to its sort value at ⌊D(1-ratio)⌋ (keeps the top
-   ``ratio`` share distinct), then w_n = minmax(β_n) ∈ [0, 1]            (Eq. 4-5)
-5. X* = λ · Σ_n w_n ⊙ τ̄_n / max(Σ_n w_n, 1e-12)                         (Eq. 6)
+   ``ratio`` share distinct), then w_n = minmax(β_n) ∈ [0, 1]
+5. X* = λ · Σ_n w_n ⊙ τ̄_n / max(Σ_n w_n, 1e-12)
 
 Hyper-parameters: ``ratio`` = 0.1 (pcb_ratio), ``clip`` = 1e-4, ``lam`` = 1.0, ``lambda_on`` = 'both'.
 Output float32 [r, d_in], [d_out, r] (computed in float32 for every stored dtype).

@@ -1,5 +1,5 @@
-"""Task Arithmetic (Ilharco et al., ICLR 2023) on LoRA factors, as the RobustMerge paper ran it
-(Appendix D): applied to the A stack and the B stack separately.
+"""Task Arithmetic (Ilharco et al., ICLR 2023; task addition θ + λ Σ_n τ_n) on LoRA factors,
+as the RobustMerge paper ran it (Appendix D): applied to the A stack and the B stack separately.
 
     A* = λ_A Σ_n A_n,   B* = λ_B Σ_n B_n         (λ_A = λ_B = λ for lambda_on='both';
                                                   λ_A = 1, λ_B = λ for 'product')

@@ -1,6 +1,6 @@
-"""TIES-merging (Yadav et al., NeurIPS 2023, Sec. 3 / Algorithm 1) on LoRA factors, applied to
-the A stack and the B stack separately. For X ∈ {A, B} (A [N, r, d_in], B [N, d_out, r]) with
-task matrices X_n:
+"""TIES-merging (Yadav et al., NeurIPS 2023; its three steps trim, elect, disjoint merge) on
+LoRA factors, applied to the A stack and the B stack separately. For X ∈ {A, B}
+(A [N, r, d_in], B [N, d_out, r]) with task matrices X_n:
 
 1. trim:  X̂_n = X_n ⊙ [|X_n| >= t_n], t_n keeps the top ``density`` share of |X_n|
           (t_n = the k-th smallest |X_n|, k = int(numel·(1 - density)); ties at t_n are kept)
