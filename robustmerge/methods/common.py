@@ -26,16 +26,21 @@ def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
     Routes (all exact; the choice only changes the speed):
       * 16-bit floats whose sign bits are all clear (magnitudes): one counting pass per row.
         Non-negative 16-bit floats order like their int16 bit patterns and there are only
-        32768 of those, so a histogram's cumulative count finds the k-th value.
+        32768 of those, so a histogram's cumulative count finds the k-th value (``bincount``
+        itself refuses a row with a set sign bit; such rows take the routes below).
       * rows longer than 16·1024: a seeded random sample brackets the k-th value, one pass
         keeps the entries on the bracket's smaller side and the candidates inside the bracket
         are searched (when the bracket misses, rare, the full ``kthvalue`` runs).
       * otherwise ``kthvalue``.
     """
     flat = x.reshape(-1, x.shape[-1])  # [M, D]
-    if is_16bit_float(flat) and int(flat.view(torch.int16).min()) >= 0:
-        out = torch.stack([_kth_nonneg16(row.view(torch.int16), k) for row in flat])  # [M] int16
-        return out.view(x.dtype).reshape(x.shape[:-1])
+    if is_16bit_float(flat):
+        try:
+            bits = [_kth_nonneg16(row, k) for row in flat.view(torch.int16)]  # M bit patterns
+        except RuntimeError:  # bincount refuses negative bit patterns (signed values): the general route
+            pass
+        else:
+            return torch.tensor(bits, dtype=torch.int16, device=x.device).view(x.dtype).reshape(x.shape[:-1])
     if flat.shape[1] > _BRACKET_MIN:
         return torch.stack([_kth_bracketed(row, k) for row in flat]).reshape(x.shape[:-1])
     return flat.kthvalue(k, dim=-1).values.reshape(x.shape[:-1])
@@ -49,10 +54,10 @@ def kth_smallest_reference(x: torch.Tensor, k: int) -> torch.Tensor:
 _BRACKET_MIN = 16 * 1024  # rows longer than this take the sampled bracket
 
 
-def _kth_nonneg16(bits: torch.Tensor, k: int) -> torch.Tensor:
-    """k-th smallest of the non-negative int16 bit patterns ``bits`` [D] (a 0-d int16)."""
+def _kth_nonneg16(bits: torch.Tensor, k: int) -> int:
+    """k-th smallest of the non-negative int16 bit patterns ``bits`` [D], as a bit pattern."""
     cum = torch.bincount(bits, minlength=1 << 15).cumsum(0)
-    return torch.searchsorted(cum, torch.tensor(k, device=cum.device)).to(torch.int16)
+    return int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))
 
 
 def _kth_bracketed(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:

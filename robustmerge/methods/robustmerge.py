@@ -59,8 +59,9 @@ VARIANTS = ("full", "no_prune_scale", "prune_only", "no_norm", "scale_a_from_a",
 
 
 def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Eq. 3, the one implementation: S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum
-    and the division in ``dtype`` (the released code sums in the stored dtype).
+    """Eq. 3: S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum and the division in
+    ``dtype`` (the released code sums in the stored dtype). The division and its edge rules
+    are :func:`scale_from_sums`, which the fast route shares.
 
     Args:
         abs_x, abs_kept: [N, r, D], the magnitudes before and after pruning.
@@ -68,7 +69,12 @@ def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torc
         [N, r] in ``dtype``; 0 for all-zero rows, the task's largest finite value for rows
         that lost all their mass.
     """
-    total, kept = abs_x.sum(-1, dtype=dtype), abs_kept.sum(-1, dtype=dtype)  # [N, r]
+    return scale_from_sums(abs_x.sum(-1, dtype=dtype), abs_kept.sum(-1, dtype=dtype))
+
+
+def scale_from_sums(total: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 from its row sums [N, r] (Σ_j |x|, Σ_j |x̃|): S = total / kept, 0 for all-zero
+    rows, the task's largest finite S for rows that lost all their mass."""
     s = total / kept
     lost = (kept == 0) & (total > 0)
     if lost.any():
@@ -76,6 +82,14 @@ def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torc
         finite_max = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).amax(-1, keepdim=True)
         s = torch.where(lost, finite_max.expand_as(s), s)
     return torch.where(total == 0, torch.zeros_like(s), s)
+
+
+def _scale_of_rows(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`complementary_scale` of x: [N, r, D] and its pruned x̃ for the fast route: one
+    scratch buffer holds both magnitudes in turn (16-bit: sign bits cleared)."""
+    scratch = magnitude(x)
+    total = scratch.sum(-1, dtype=dtype)  # [N, r], accumulated and returned in dtype (no upcast copy)
+    return scale_from_sums(total, magnitude(x_pruned, out=scratch).sum(-1, dtype=dtype))
 
 
 def s_dtype_of(x: torch.Tensor, p: dict) -> torch.dtype:
@@ -212,9 +226,9 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(complementary_scale(magnitude(A), magnitude(A_p), dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(_scale_of_rows(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        s_b = clamp_low(complementary_scale(magnitude(B.mT), magnitude(B_p.mT), dtype), p["clamp_ratio"])  # [N, r]
+        s_b = clamp_low(_scale_of_rows(B.mT, B_p.mT, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
     a_star = weighted_sum(A_p, s_a, lam_a, True, dim=1) if s_a is not None and variant != "scale_b_from_b" \
