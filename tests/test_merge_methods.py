@@ -142,6 +142,39 @@ def test_pcb_matches_naive(ratio, clip):
     torch.testing.assert_close(b.double(), 0.9 * naive_pcb(B, ratio, clip), rtol=1e-5, atol=1e-9)
 
 
+def ref(name, A, B, preset=None, seed=0, **params):
+    m = get_method(name)
+    return m.reference(A, B, m.resolve(preset, params), ModuleContext("m", seed, {}))
+
+
+def test_references_in_float64_match_the_naive_loops():
+    """The readable references themselves, in float64, against the naive loops above (the
+    fast routes equal the references bit for bit: tests/test_rule_parity.py)."""
+    A, B = stacks(n=4, r=4, d_in=9, d_out=7)
+    A, B = A.double(), B.double()
+    close = dict(rtol=1e-12, atol=1e-15)
+    A6, B6 = (x.double() for x in stacks())  # no rank row loses all its mass here
+    a, b = ref("robustmerge", A6, B6, keep=0.35, clamp_ratio=0.5, lam=1.5, lambda_on="product", s_dtype="stored")
+    assert a.dtype == b.dtype == torch.float64
+    na, nb = naive_robustmerge(A6, B6, 0.35, 0.5, 1.5, "product")
+    torch.testing.assert_close(a, na, **close)
+    torch.testing.assert_close(b, nb, **close)
+    a, b = ref("ties", A, B, density=0.5, lam=1.3)
+    torch.testing.assert_close(a, 1.3 * naive_ties(A, 0.5), **close)
+    torch.testing.assert_close(b, 1.3 * naive_ties(B, 0.5), **close)
+    a, b = ref("pcb", A, B, ratio=0.3, clip=0.05, lam=0.9, lambda_on="product")
+    torch.testing.assert_close(a, naive_pcb(A, 0.3, 0.05), **close)
+    torch.testing.assert_close(b, 0.9 * naive_pcb(B, 0.3, 0.05), **close)
+    a, b = ref("task_arithmetic", A, B, lam=0.7)
+    torch.testing.assert_close(a, 0.7 * sum(A[i] for i in range(4)), **close)
+    A2, B2 = (x.double() for x in stacks(n=2, r=16, d_in=200, d_out=150))
+    A2[1], B2[1] = 0, 0  # only task 0 contributes: every entry is 0 or X/(1-p)
+    for got, x in zip(ref("dare", A2, B2, drop=0.3, seed=7), (A2[0], B2[0])):
+        survivors = got != 0
+        torch.testing.assert_close(got[survivors], x[survivors] / 0.7, rtol=1e-15, atol=0)
+        assert abs((1 - survivors.double().mean().item()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / x.numel())
+
+
 def test_dare_drops_and_rescales():
     A, B = stacks(n=2, r=16, d_in=200, d_out=150)
     A[1], B[1] = 0, 0  # only task 0 contributes: every entry is 0 or X/(1-p)
