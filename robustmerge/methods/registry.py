@@ -200,10 +200,10 @@ def _import_rule_file(file: Path) -> None:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except MergeInputError:
-        raise
     except Exception as exc:  # a user's rule file: name the file, keep the cause
         del sys.modules[module_name]
+        if isinstance(exc, MergeInputError):
+            raise
         raise MergeInputError(f"{RULES_PATH_VAR}: {file} failed to import ({type(exc).__name__}: {exc}); "
                               "fix the rule file or remove it from the path") from exc
 
