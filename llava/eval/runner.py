@@ -48,7 +48,8 @@ from robustmerge.errors import UserError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.scorers.common import write_text_atomic
-from llava.eval.tasks import Prompt, Task, prompt_as_is
+from llava.eval.tasks import Prompt, TaskSpec
+from llava.eval.tasks.prompts import prompt_as_is
 from llava.mm_utils import expand2square, get_model_name_from_path, pad_token_ids, process_images, tokenizer_image_token
 
 logger = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ class EvalItem:
                               f"{self.question_id!r} ({e})") from None
 
 
-#: Tasks whose question ids are shared by several questions (MME: both questions of an image).
-KEY_WITH_PROMPT = frozenset({"MME"})
 
 
 def record_key(record: dict, with_prompt: bool = False) -> str:
@@ -201,7 +200,7 @@ def read_question_file(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def items_from_questions(questions: Sequence[dict], task: Task | None, image_folder: str | os.PathLike,
+def items_from_questions(questions: Sequence[dict], task: TaskSpec | None, image_folder: str | os.PathLike,
                          protocol: str = "official") -> list[EvalItem]:
     """Questions (``question_id``, ``image``, ``text``) -> items, with the task's prompt and preprocessing.
 
@@ -221,7 +220,7 @@ def items_from_questions(questions: Sequence[dict], task: Task | None, image_fol
                                   "every question of this task needs one")
             path = folder / q["image"]
         items.append(EvalItem(q["question_id"], prompt, task.preprocessing_for(protocol) if task else "config", path,
-                              key_with_prompt=task is not None and task.name in KEY_WITH_PROMPT))
+                              key_with_prompt=task is not None and task.key_with_prompt))
     return items
 
 

@@ -33,6 +33,7 @@ from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.model.builder import load_pretrained_model, resolve_dtype
 from llava.model.errors import LlavaLoadError
 from robustmerge.errors import cli_main
+from robustmerge.taskfolder import MODEL_CONFIG, is_adapter_folder
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def export_llava_layout(model, tokenizer, folder: Path, dtype: torch.dtype) -> N
         original["mm_vision_tower"] = local_name
     lm, _ = _dense_state(model, dtype)
     _save_weights(lm, folder)
-    (folder / "config.json").write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
+    (folder / MODEL_CONFIG).write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
     model.generation_config.save_pretrained(str(folder))
     _copy_tokenizer(tokenizer, folder)
 
@@ -208,8 +209,8 @@ def _tokenizer_copy(tokenizer):
 
 def _source_dtype(model_path: Path, model_base) -> str:
     """The dtype named in the config of the full model (or of the base, for adapters)."""
-    folder = Path(model_base) if model_base is not None and (model_path / "adapter_config.json").is_file() else model_path
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    folder = Path(model_base) if model_base is not None and is_adapter_folder(model_path) else model_path
+    config = json.loads((folder / MODEL_CONFIG).read_text()) if (folder / MODEL_CONFIG).is_file() else {}
     name = config.get("torch_dtype") or config.get("dtype") or "float32"
     return str(name).removeprefix("torch.")
 
