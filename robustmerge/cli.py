@@ -76,9 +76,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
         from .hashing import InputHasher, task_files
 
         hasher = InputHasher(task_files(adapters))
-    from .driver import merge_to_folder
+    from .driver import _merge_to_folder  # merge_to_folder with the hasher already running
 
-    record = merge_to_folder(
+    record = _merge_to_folder(
         adapters, out,
         method=args.method or cfg.get("method", "robustmerge"),
         preset=args.preset or cfg.get("preset"),

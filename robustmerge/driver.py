@@ -198,16 +198,25 @@ def _input_record(adapters: AdapterSet, hasher: InputHasher | None) -> list[dict
 def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
                     params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
                     overwrite: bool = False, write_bin: bool = False, hash_inputs: bool = True,
-                    progress: bool = False, hasher: InputHasher | None = None) -> dict:
+                    progress: bool = False) -> dict:
     """Merge module by module straight into ``out`` (atomically) and return the merge record.
 
     Writes (:mod:`robustmerge.taskfolder` names the files) the adapter config, the LoRA as
     safetensors (PEFT-loadable; keys as the inputs'), the projector (when the tasks have
     extras), the first task's model config, the merge record and, with ``write_bin``, the
     legacy ``.bin`` copy of the LoRA. With ``hash_inputs=False`` the record's input sha256 fields are
-    null (the inputs are not read a second time). ``hasher``: an :class:`InputHasher`
-    already working on the input files (the CLI starts one before importing torch).
+    null (the inputs are not read a second time); otherwise they are hashed on a background
+    thread while the merge runs.
     """
+    return _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                            hash_inputs, progress, hasher=None)
+
+
+def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                     hash_inputs, progress, hasher: InputHasher | None) -> dict:
+    """:func:`merge_to_folder` (same arguments, in order), optionally with an
+    :class:`InputHasher` already working on the input files: the CLI's internal path (it
+    starts hashing before importing torch)."""
     t0 = time.perf_counter()
     plan = Plan.make(adapters, method, preset, params, device, seed, extras)
     ad = plan.adapters
