@@ -155,3 +155,59 @@ def test_dare_is_unbiased(drop):
     assert bool(((mean - X[0]).abs() <= 5 * sigma).all())
     ratio = (mean / X[0]).mean().item()
     assert abs(ratio - 1) <= 5 * math.sqrt(pm / ((1 - pm) * S * 64))
+
+
+# ---- the CLI surface of the variants -------------------------------------------------------
+
+def test_methods_lists_the_variants(capsys):
+    assert main(["methods"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("--set variant=<str>  default 'original', range {original, peft, mergekit}",
+                   "--set sign=<str>  default 'total', range {total, frequency}",
+                   "--set consensus=<str>  default 'sum', range {sum, count}",
+                   "--set elect=<str>  default 'ties', range {ties, none}",
+                   "--set rescale=<str>  default 'inverse', range {inverse, l1, none}",
+                   "--set mask=<str>  default ''",
+                   "--preset pcb-merging: ratio=0.1, clip=0.0001, inter=raw",
+                   "--preset nlp: ratio=0.1, clip=0.01, inter=raw",
+                   "--preset vision: ratio=0.05, clip=0.01, inter=signed_minmax"):
+        assert needle in text, needle
+
+
+def _mask_file(path, shapes, module="model.layers.0.self_attn.q_proj"):
+    save_file({f"{module}.{f}.keep": torch.ones(s, dtype=torch.uint8) for f, s in shapes.items()}, str(path))
+    return str(path)
+
+
+def test_dare_mask_replay_and_its_errors(tmp_path):
+    """A replayed mask is used as stored (all ones with rescale=inverse, p=0.3: X / 0.7 summed);
+    a missing file, a missing key or a wrong shape is a user error naming the problem."""
+    from robustmerge.errors import UserError
+
+    m = get_method("dare")
+    A = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
+    B = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1))
+    ctx = ModuleContext("base_model.model.model.layers.0.self_attn.q_proj")
+    good = _mask_file(tmp_path / "m.safetensors", {"A": A.shape, "B": B.shape})
+    a, b = m.rule(A, B, m.resolve(None, {"drop": 0.3, "mask": good}), ctx)
+    torch.testing.assert_close(a, A[0] / 0.7 + A[1] / 0.7)
+    cases = [(str(tmp_path / "none.safetensors"), "does not exist"),
+             (_mask_file(tmp_path / "k.safetensors", {"A": A.shape, "B": B.shape}, "other"), "has no"),
+             (_mask_file(tmp_path / "s.safetensors", {"A": (2, 3, 6), "B": B.shape}), "has shape")]
+    for path, message in cases:
+        with pytest.raises(UserError, match=message):
+            m.rule(A, B, m.resolve(None, {"drop": 0.3, "mask": path}), ctx)
+
+
+def test_ties_model_trim_is_for_the_original_only():
+    from robustmerge.errors import UserError
+
+    class One:
+        n, modules = 2, ["m"]
+
+        def factors(self, module):
+            return torch.ones(2, 2, 3), torch.ones(2, 4, 2)
+
+    m = get_method("ties")
+    with pytest.raises(UserError, match="variant='original' only"):
+        m.prepare(One(), m.resolve(None, {"trim": "model", "variant": "peft"}))
