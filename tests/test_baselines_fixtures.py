@@ -189,7 +189,7 @@ def test_dare_mask_replay_and_its_errors(tmp_path):
     B = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1))
     ctx = ModuleContext("base_model.model.model.layers.0.self_attn.q_proj")
     good = _mask_file(tmp_path / "m.safetensors", {"A": A.shape, "B": B.shape})
-    a, b = m.rule(A, B, m.resolve(None, {"drop": 0.3, "mask": good}), ctx)
+    a, _ = m.rule(A, B, m.resolve(None, {"drop": 0.3, "mask": good}), ctx)
     torch.testing.assert_close(a, A[0] / 0.7 + A[1] / 0.7)
     cases = [(str(tmp_path / "none.safetensors"), "does not exist"),
              (_mask_file(tmp_path / "k.safetensors", {"A": A.shape, "B": B.shape}, "other"), "has no"),

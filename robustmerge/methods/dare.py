@@ -76,7 +76,7 @@ def stored_mask(p: dict, ctx: ModuleContext, factor: str, shape: torch.Size) -> 
         raise MergeInputError(f"dare: mask file {p['mask']} does not exist; give a safetensors file of keep masks")
     names = [f"{name}.{factor}.keep" for name in dict.fromkeys((module_name(ctx.module), ctx.module))]
     with safe_open(p["mask"], framework="pt") as f:
-        key = next((k for k in names if k in f.keys()), None)
+        key = next((k for k in names if k in set(f.keys())), None)
         if key is None:
             raise MergeInputError(f"dare: mask file {p['mask']} has no {names[0]!r}; it needs one "
                                   "'<module>.A.keep' and '<module>.B.keep' per module")

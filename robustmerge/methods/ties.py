@@ -49,8 +49,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import MergeInputError
-from .common import StreamingKth, apply_mask, is_16bit_float, kth_smallest, kth_smallest_reference, magnitude, \
-    ordered_sum, work_dtype
+from .common import (StreamingKth, apply_mask, is_16bit_float, kth_smallest, kth_smallest_reference, magnitude,
+                     ordered_sum, work_dtype)
 from .registry import ModuleContext, Param, lambdas, per_factor
 
 
