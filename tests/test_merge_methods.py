@@ -57,12 +57,25 @@ def naive_robustmerge(A, B, keep, clamp_ratio, lam, on):
     return a_star, lam * b_star
 
 
+def naive_original_trim(x, density):
+    """The original TIES trim: k = numel - int(numel·K), keep |x| >= the k-th smallest |x|."""
+    vals = sorted(abs(v) for v in x.flatten().tolist())
+    k = len(vals) - int(len(vals) * density)
+    if k == 0:
+        return x.clone().double()
+    t = vals[k - 1]
+    return torch.tensor([[v if abs(v) >= t else 0.0 for v in row] for row in x.tolist()], dtype=torch.float64)
+
+
 def naive_ties(X, density):
+    """The original TIES: its trim, s = sign(Σ trimmed), zero s -> sign of (#s>0 - #s<0) over
+    the matrix (0 stays 0 and selects the negatives), disjoint mean."""
     n = X.shape[0]
-    T = [naive_prune(X[i], density) for i in range(n)]
+    T = [naive_original_trim(X[i], density) for i in range(n)]
     out = torch.zeros(X.shape[1:], dtype=torch.float64)
     total = sum(T)
-    majority = 1.0 if total.sum() >= 0 else -1.0
+    count = int((total > 0).sum()) - int((total < 0).sum())
+    majority = 1.0 if count > 0 else -1.0  # a tied count (0) selects the negative values
     for idx in itertools.product(*map(range, X.shape[1:])):
         s = math.copysign(1.0, total[idx]) if total[idx] != 0 else majority
         agree = [T[i][idx].item() for i in range(n) if T[i][idx] != 0 and math.copysign(1.0, T[i][idx]) == s]
@@ -169,9 +182,10 @@ def test_references_in_float64_match_the_naive_loops():
     torch.testing.assert_close(a, 0.7 * sum(A[i] for i in range(4)), **close)
     A2, B2 = (x.double() for x in stacks(n=2, r=16, d_in=200, d_out=150))
     A2[1], B2[1] = 0, 0  # only task 0 contributes: every entry is 0 or X/(1-p)
+    keep_p = 1 - round(0.3 * 32768) / 32768  # the drawn masks' keep probability (p at 1/32768)
     for got, x in zip(ref("dare", A2, B2, drop=0.3, seed=7), (A2[0], B2[0])):
         survivors = got != 0
-        torch.testing.assert_close(got[survivors], x[survivors] / 0.7, rtol=1e-15, atol=0)
+        torch.testing.assert_close(got[survivors], x[survivors] * (1 / keep_p), rtol=1e-15, atol=0)
         assert abs((1 - survivors.double().mean().item()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / x.numel())
 
 
@@ -181,7 +195,7 @@ def test_dare_drops_and_rescales():
     a, b = run("dare", A, B, drop=0.3, seed=7)
     for got, x in ((a, A[0]), (b, B[0])):
         survivors = got != 0
-        torch.testing.assert_close(got[survivors], x[survivors] / 0.7)
+        torch.testing.assert_close(got[survivors], x[survivors] / (1 - round(0.3 * 32768) / 32768))
         share = 1 - survivors.float().mean().item()
         sd = math.sqrt(0.3 * 0.7 / x.numel())
         assert abs(share - 0.3) < 5 * sd
@@ -189,7 +203,7 @@ def test_dare_drops_and_rescales():
     ta_a, ta_b = run("task_arithmetic", A, B)
     assert torch.equal(a0, ta_a) and torch.equal(b0, ta_b)
     a_none, _ = run("dare", A, B, drop=0.3, seed=7, rescale="none")
-    torch.testing.assert_close(a_none * (a != 0), a * 0.7)
+    torch.testing.assert_close(a_none * (a != 0), a * (1 - round(0.3 * 32768) / 32768))
 
 
 @pytest.mark.parametrize("name,params", [("ties", {"density": 0.3}), ("dare", {"drop": 0.3}), ("dare", {"drop": 0.5}),
@@ -228,7 +242,7 @@ def test_identical_adapters():
     torch.testing.assert_close(a, A[0] * 4 * 0.25)
     torch.testing.assert_close(b, B[0] * 4 * 0.25)
     a, b = run("ties", A, B, density=0.3)  # disjoint mean of equal values = the trimmed value
-    torch.testing.assert_close(a.double(), naive_prune(A[0], 0.3))
+    torch.testing.assert_close(a.double(), naive_original_trim(A[0], 0.3))
     a, b = run("pcb", A, B, ratio=1.0, clip=0.0)  # equal weights: the task itself, except where
     nonzero = a != 0  # min-max normalisation gives the smallest balancing weight 0 in every task
     assert (~nonzero).sum() == 1
@@ -339,7 +353,7 @@ def test_ties_model_trim_uses_global_thresholds(tmp_path):
     res = merge(ad, "ties", params={"trim": "model", "density": 0.25})
     for factor, idx in (("A", 0), ("B", 1)):
         flat = torch.cat([ad.factors(m)[idx].reshape(3, -1) for m in ad.modules], dim=1)  # [N, all]
-        k = int(flat.shape[1] * 0.75)
+        k = flat.shape[1] - int(flat.shape[1] * 0.25)  # the original TIES's k
         t = flat.abs().kthvalue(k, dim=1).values
         stats = get_method("ties").prepare(ad, get_method("ties").resolve(None, {"trim": "model", "density": 0.25}))
         assert torch.equal(stats[factor], t)

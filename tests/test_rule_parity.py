@@ -19,9 +19,12 @@ from robustmerge.methods import REGISTRY, ModuleContext
 SHAPES = [(2, 4, 9, 7), (3, 8, 96, 80), (4, 16, 1100, 24)]  # (N, r, d_in, d_out); A of the last: D > 16·1024
 EXTRA = {  # numeric settings beside the presets and choice values
     "robustmerge": [{"keep": 0.35, "clamp_ratio": 0.5, "lam": 1.5}, {"keep": 1.0}, {"s_dtype": "float32", "lam": 0.7}],
-    "ties": [{"density": 0.5, "lam": 1.3}, {"density": 1.0}, {"trim": "model", "density": 0.3}],
-    "dare": [{"drop": 0.3, "lam": 0.7}, {"drop": 0.0}],
-    "pcb": [{"ratio": 0.3, "clip": 0.05}, {"ratio": 1.0, "clip": 0.0, "lam": 0.9, "lambda_on": "product"}],
+    "ties": [{"density": 0.5, "lam": 1.3}, {"density": 1.0}, {"trim": "model", "density": 0.3},
+             {"variant": "peft", "sign": "frequency", "density": 0.3}, {"variant": "mergekit", "consensus": "count"},
+             {"variant": "peft", "elect": "none", "density": 0.5, "lam": 0.7}, {"variant": "mergekit", "density": 1.0}],
+    "dare": [{"drop": 0.3, "lam": 0.7}, {"drop": 0.0}, {"drop": 0.3, "rescale": "l1"}],
+    "pcb": [{"ratio": 0.3, "clip": 0.05}, {"ratio": 1.0, "clip": 0.0, "lam": 0.9, "lambda_on": "product"},
+            {"ratio": 0.3, "inter": "signed_minmax", "lam": 1.2}],
     "task_arithmetic": [{"lam": 0.7}, {"lam": 0.7, "lambda_on": "product"}],
 }
 

@@ -5,15 +5,25 @@ factors, per matrix, applied to the A stack and the B stack separately. For X �
 1. outlier clip:  |τ̄_n| = clamp(|τ_n|, q_lo, q_hi) at sort indices ⌊D·ε⌋ and ⌊D(1-ε)⌋-1,
                   τ̄_n = sign(τ_n) |τ̄_n|                                  (ε = ``clip``)
 2. intra-balance: β_intra,n = exp(N · minmax(|τ̄_n|)²)
-3. inter-balance: β_inter,n = tanh(τ_n ⊙ Σ_k τ_k)   (NLP-code variant)
+3. inter-balance: ``inter='raw'``:           β_inter,n = tanh(τ_n ⊙ Σ_k τ_k)
+                  ``inter='signed_minmax'``: β_inter,n = tanh(τ_n ⊙ Σ_k sign(τ_k) minmax(|τ̄_k|))
 4. β_n = β_intra,n ⊙ β_inter,n, raised to its sort value at ⌊D(1-ratio)⌋ (keeps the top
    ``ratio`` share distinct), then w_n = minmax(β_n) ∈ [0, 1]
 5. X* = λ · Σ_n w_n ⊙ τ̄_n / max(Σ_n w_n, 1e-12)
 
-Hyper-parameters: ``ratio`` = 0.1 (pcb_ratio), ``clip`` = 1e-4, ``lam`` = 1.0, ``lambda_on`` = 'both'.
+Hyper-parameters: ``ratio`` = 0.1 (pcb_ratio), ``clip`` = 1e-4, ``inter`` = 'raw', ``lam`` = 1.0,
+``lambda_on`` = 'both' (the defaults are preset ``pcb-merging``). Presets, one per reference
+code of duguodong7/pcb-merging @ 5897888:
+
+- ``pcb-merging``: ``pcb-merging.py`` ``PCB_merge`` (clip 1e-4 hard-coded, ratio 0.1, raw inter).
+- ``nlp``: ``nlp_source_code/utils/merge_utils.py`` ``task_para_att_merge`` (clip 0.01
+  hard-coded, ratio 0.1, raw inter; equals PCB_merge with clip 0.01).
+- ``vision``: the ``__main__`` block of ``vision_source_code/pcb.py`` (clip 0.01, att_ratio 0.05,
+  signed min-max inter). Its per-task ``lams`` multiply τ̄_n inside the weighted mean; equal
+  lams (1.2 there) are λ here (``--set lam=1.2``, λ on each factor as lambda_on='both').
+
 Output float32 [r, d_in], [d_out, r] (computed in float32 for every stored dtype).
-Reference implementation followed: ``PCB_merge`` of duguodong7/pcb-merging @ 5897888
-(``pcb-merging.py``, outlier clip 1e-4), per matrix as in ``fixtures/baselines/pcb_merge_*``.
+Checked on ``fixtures/baselines/pcb_*`` (tests/test_baselines_fixtures.py).
 Fast route vs :func:`reference`: bit for bit on float32 and 16-bit inputs.
 """
 from __future__ import annotations
@@ -34,8 +44,10 @@ def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext | No
         lo = kth_smallest_reference(tau.abs(), int(d * p["clip"]) + 1)  # [N]
         hi = kth_smallest_reference(tau.abs(), int(d * (1 - p["clip"])))
         mag = tau.abs().clamp(lo[:, None], hi[:, None])  # |τ̄|
-        intra = torch.exp(n * minmax(mag, dim=1) ** 2)
-        inter = torch.tanh(tau * tau.sum(0, keepdim=True))
+        mm = minmax(mag, dim=1)  # [N, D]
+        intra = torch.exp(n * mm ** 2)
+        other = tau if p["inter"] == "raw" else torch.sign(tau) * mm
+        inter = torch.tanh(tau * other.sum(0, keepdim=True))
         beta = intra * inter
         floor = kth_smallest_reference(beta, min(int(d * (1 - p["ratio"])), d - 1) + 1)  # [N]
         w = minmax(beta.clamp(min=floor[:, None]), dim=1)
@@ -52,7 +64,7 @@ def _clip_bounds(x: torch.Tensor, mag: torch.Tensor, lo: int, hi: int) -> tuple[
     return kth_smallest(src, lo + 1).float().unsqueeze(1), kth_smallest(src, hi + 1).float().unsqueeze(1)
 
 
-def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:
+def pcb_combine(x: torch.Tensor, ratio: float, clip: float, inter: str = "raw") -> torch.Tensor:
     """PCB-merge one stack x: [N, ...] -> [...] (float32, before λ)."""
     n, shape = x.shape[0], x.shape[1:]
     tau = x.float().reshape(n, -1)  # [N, D]
@@ -60,8 +72,10 @@ def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:
     mag = tau.abs()
     mag.clamp_(*_clip_bounds(x, mag, int(d * clip), int(d * (1 - clip)) - 1))
     tau_clip = torch.sign(tau).mul_(mag)
-    intra = minmax(mag, dim=1).square_().mul_(n).exp_()  # [N, D]
-    beta = intra.mul_((tau * tau.sum(0, keepdim=True)).tanh_())  # intra ⊙ inter
+    mm = minmax(mag, dim=1)  # [N, D]
+    other = tau if inter == "raw" else torch.sign(tau).mul_(mm)  # what each τ_n is compared with
+    inter_w = (tau * other.sum(0, keepdim=True)).tanh_()
+    beta = mm.square_().mul_(n).exp_().mul_(inter_w)  # intra ⊙ inter
     beta.clamp_(min=kth_smallest(beta, min(int(d * (1 - ratio)), d - 1) + 1).unsqueeze(1))
     w = minmax(beta, dim=1)  # [N, D] in [0, 1]
     merged = tau_clip.mul_(w).sum(0) / w.sum(0).clamp(min=1e-12)
@@ -73,8 +87,13 @@ def pcb_combine(x: torch.Tensor, ratio: float, clip: float) -> torch.Tensor:
             params=[Param("ratio", 0.1, "share of entries whose balancing weight is kept (PCB's pcb_ratio)", float,
                           0.0, 1.0, open_low=True),
                     Param("clip", 1e-4, "outlier clip share at each end of |τ| before balancing", float, 0.0, 0.5,
-                          open_high=True)],
+                          open_high=True),
+                    Param("inter", "raw", "inter-balancing against Σ τ ('raw', NLP code) or Σ sign(τ) minmax|τ̄| "
+                          "('signed_minmax', vision code)", str, choices=("raw", "signed_minmax"))],
+            presets={"pcb-merging": {"ratio": 0.1, "clip": 1e-4, "inter": "raw"},
+                     "nlp": {"ratio": 0.1, "clip": 0.01, "inter": "raw"},
+                     "vision": {"ratio": 0.05, "clip": 0.01, "inter": "signed_minmax"}},
             reference=reference)
 def pcb(X: torch.Tensor, p: dict, ctx: ModuleContext, factor: str) -> torch.Tensor:
     """balance entries within and across tasks, keep the top ratio share, weighted mean scaled by λ"""
-    return pcb_combine(X, p["ratio"], p["clip"])  # [...] float32
+    return pcb_combine(X, p["ratio"], p["clip"], p["inter"])  # [...] float32
