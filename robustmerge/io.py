@@ -69,7 +69,10 @@ class SafetensorsStreamWriter:
 
 def check_output_folder(out: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse an output that is, contains or lies inside an input, or a non-empty folder
-    unless ``overwrite``."""
+    unless ``overwrite``, or an output path that is a symbolic link."""
+    from .atomic import refuse_symlink
+
+    refuse_symlink(out)
     out_r = out.resolve()
     for inp in inputs:
         inp_r = inp.resolve()

@@ -564,11 +564,13 @@ class FolderWriter:
 
 
 @contextmanager
-def write_folder(out: str | os.PathLike) -> Iterator[FolderWriter]:
-    """Write a whole folder atomically: the files go into a temporary folder beside ``out``,
-    which replaces ``out`` in one rename on success and is removed on failure (``out``
-    untouched). The caller decides beforehand whether an existing ``out`` may be replaced."""
-    with atomic_folder(Path(out)) as tmp:
+def write_folder(out: str | os.PathLike, replace: bool = True) -> Iterator[FolderWriter]:
+    """Write a whole folder atomically, under an exclusive claim of ``out``
+    (:func:`~robustmerge.atomic.atomic_folder`): the files go into a temporary folder beside
+    ``out``, which replaces ``out`` in one rename on success and is removed on failure
+    (``out`` untouched). With ``replace=False`` a non-empty ``out`` found at the final swap
+    (another run wrote it meanwhile) is an OutputError instead of being replaced."""
+    with atomic_folder(Path(out), replace=replace) as tmp:
         yield FolderWriter(tmp)
 
 
