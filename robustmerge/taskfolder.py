@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_folder
+from .atomic import atomic_folder, default_file_mode
 from .errors import MergeInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -512,6 +512,7 @@ class FolderWriter:
             from safetensors.torch import save_file
 
             save_file(tensors, str(self.folder / ADAPTER_SAFETENSORS), metadata={"format": "pt"})
+            os.chmod(self.folder / ADAPTER_SAFETENSORS, default_file_mode())  # save_file creates 0600
             return self.folder / ADAPTER_SAFETENSORS
         if fmt != "bin":
             raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")

@@ -527,3 +527,32 @@ def test_merged_folder_files_use_the_umask(env):
     os.umask(old)
     for p in env[1].iterdir():
         assert p.stat().st_mode & 0o777 == 0o666 & ~old, p
+
+
+def test_trainer_adapter_file_uses_the_umask(tmp_path):
+    """The trainer saves through update_folder + FolderWriter.lora (safetensors' save_file
+    creates 0600): the adapter file gets the umask's mode like its neighbours."""
+    from robustmerge.taskfolder import update_folder
+
+    old = os.umask(0o022)
+    try:
+        with update_folder(tmp_path / "ckpt") as folder:
+            folder.lora({"m.lora_A.weight": torch.zeros(2, 2), "m.lora_B.weight": torch.zeros(2, 2)})
+            folder.adapter_config({"r": 2})
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    finally:
+        os.umask(old)
+    assert modes == {"adapter_model.safetensors": 0o644, "adapter_config.json": 0o644}
+
+
+def test_mmbench_submission_uses_the_umask(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("openpyxl")
+    from llava.eval.tasks.mmbench.scorer import write_submission
+
+    old = os.umask(0o022)
+    try:
+        path = write_submission(tmp_path / "sub.xlsx", pd.DataFrame({"a": [1]}))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
