@@ -432,6 +432,13 @@ def check_adapter_config(config, path: Path) -> None:
     if targets is not None and not isinstance(targets, str) and not (
             isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         raise bad(f"target_modules={targets!r}", "is not a module name pattern or a list of module names")
+    patterns = [targets] if isinstance(targets, str) else []
+    patterns += [k for field in ("rank_pattern", "alpha_pattern") for k, _ in _mapping(config, field, path)]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise bad(f"pattern {pattern!r}", f"is not a valid regular expression ({exc})") from None
 
 
 def _mapping(config: dict, field: str, path: Path) -> list:

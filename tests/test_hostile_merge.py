@@ -133,6 +133,8 @@ def test_range_checks_fail_for_nan():
     (dict(rank_pattern=[4]), "rank_pattern=[4] is not an object"),
     (dict(alpha_pattern={"q_proj": "x"}), "alpha_pattern['q_proj']='x' is not a number"),
     (dict(target_modules=5), "target_modules=5 is not"),
+    (dict(target_modules="q_proj("), "is not a valid regular expression"),
+    (dict(rank_pattern={"[": 4}), "is not a valid regular expression"),
 ])
 def test_bad_adapter_config_value(changes, needle, env, tmp_path, capsys):
     path = edit_config(env[0][1], **changes)
