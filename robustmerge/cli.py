@@ -64,6 +64,7 @@ def _read_config(path: str | None) -> dict:
     if not isinstance(cfg, dict) or set(map(str, cfg)) - allowed:
         raise MergeInputError(f"{p}: expected a mapping with keys among {sorted(allowed)}, found "
                               f"{sorted(map(str, cfg)) if isinstance(cfg, dict) else 'a ' + type(cfg).__name__}")
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # an empty value (``params:``) means "not given"
     for key, value in cfg.items():
         if key in _CONFIG_BOOLS:
             cfg[key] = parse_bool(value, f"{p}: {key}: {value!r}", MergeInputError)

@@ -193,6 +193,13 @@ def test_yaml_overwrite_true_string_replaces(env, tmp_path, capsys):
     assert json.loads((prev / "merge_record.json").read_text())["method"] == "ties"
 
 
+def test_yaml_empty_values_mean_not_given(env, tmp_path, capsys):
+    cfg = write_yaml(tmp_path, "params:\nseed:\noverwrite:\nmethod: ties\n")
+    assert main(["merge", "-q", "--adapters", *map(str, env[0]), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 0
+    record = json.loads((tmp_path / "o" / "merge_record.json").read_text())
+    assert record["method"] == "ties" and record["seed"] == 0
+
+
 def test_strict_bool_parser():
     from robustmerge.errors import UserError
     from robustmerge.values import parse_bool
