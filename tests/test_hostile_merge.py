@@ -448,7 +448,7 @@ def big_tasks(tmp_path_factory):
 
 def _start_and_kill(tasks, out: Path, sig) -> tuple[int, list[str]]:
     cmd = [sys.executable, "-m", "robustmerge", "merge", "-q", "--no-hash", "--adapters", *map(str, tasks),
-           "--out", str(out), "--method", "robustmerge"]
+           "--out", str(out), "--method", "robustmerge", "--write-bin"]  # --write-bin: more work after the LoRA file
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -488,7 +488,7 @@ def test_killed_earlier_output_survives(big_tasks, tmp_path):
 
 
 def _start_and_kill_overwrite(tasks, out):
-    cmd = [sys.executable, "-m", "robustmerge", "merge", "-q", "--no-hash", "--overwrite", "--adapters",
+    cmd = [sys.executable, "-m", "robustmerge", "merge", "-q", "--no-hash", "--overwrite", "--write-bin", "--adapters",
            *map(str, tasks), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     while proc.poll() is None and not any((p / LORA).exists() for p in out.parent.glob(f".{out.name}.tmp-*")):
