@@ -80,7 +80,7 @@ def atomic_folder(out: Path, replace: bool = True) -> Iterator[Path]:
                               "replaced: pass --overwrite to replace it, or choose another --out")
         replace_folder(tmp, out)
     except OSError as exc:
-        if exc.errno in _USER_ERRNOS:
+        if exc.errno in _USER_ERRNOS and _about_output(exc, out, tmp):
             raise _output_error(out, exc) from exc
         raise
     finally:
@@ -94,6 +94,15 @@ def refuse_symlink(out: Path) -> None:
     would leave the link's target as it was and the user's link gone)."""
     if os.path.islink(out):
         raise OutputError(f"{out}: is a symbolic link (to {os.readlink(out)}); give the real folder path as --out")
+
+
+def _about_output(exc: OSError, out: Path, tmp: Path | None) -> bool:
+    """Whether an OSError concerns the output side (no file named: a failed write; or the
+    output, its lock or its temporary folder), not an input read inside the ``with`` body."""
+    if exc.filename is None:
+        return True
+    name = os.fsdecode(exc.filename)
+    return name in (str(out), str(lock_path(out))) or (tmp is not None and name.startswith(str(tmp)))
 
 
 def _output_error(out: Path, exc: OSError) -> OutputError:

@@ -565,3 +565,21 @@ def test_mmbench_submission_uses_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_full_disk_while_writing_is_one_error_line(tmp_path):
+    """ENOSPC inside the output's temporary folder: an OutputError naming the output; no
+    leftovers; an unrelated OSError (an input) keeps its own type."""
+    import errno
+
+    from robustmerge.errors import OutputError
+    from robustmerge.taskfolder import write_folder
+
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="cannot write the output.*free space"):
+        with write_folder(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(PermissionError):
+        with write_folder(out):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "input.bin"))
+    assert list(tmp_path.iterdir()) == []
