@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .errors import MergeInputError
-from .taskfolder import PROJECTOR_FILE, TensorFile, load_bin, open_folder  # noqa: F401 (TensorFile, load_bin re-exported)
+from .taskfolder import ADAPTER_CONFIG, PROJECTOR_FILE, TensorFile, load_bin, module_name, open_folder  # noqa: F401 (TensorFile, load_bin re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,42 @@ def open_task(path: str | os.PathLike) -> TaskAdapter:
     folder = open_folder(path)
     task = TaskAdapter(folder.path, folder.config, folder.weight_file, folder.projector_file, folder.weights)
     task.modules = folder.lora_modules()
+    check_against_config(task)
     return task
+
+
+def check_against_config(task: TaskAdapter) -> None:
+    """The adapter's tensors must be what its config says (the loader builds the LoRA
+    layers from the config and would refuse or mis-scale them otherwise): every module's
+    rank equals ``r`` (or its ``rank_pattern`` entry) and every module is covered by
+    ``target_modules``. MergeInputError naming the files and the fix."""
+    cfg, where = task.config, task.path / ADAPTER_CONFIG
+    targets = cfg.get("target_modules")
+    for module, (a_key, _) in task.modules.items():
+        shape = task.weights.meta()[a_key][0]
+        if cfg.get("r") is not None and shape:
+            want = int(cfg["r"])
+            for pat, val in (cfg.get("rank_pattern") or {}).items():
+                if _pattern_matches(pat, module):
+                    want = int(val)
+            if shape[0] != want:
+                raise MergeInputError(
+                    f"{where}: says r={want} for {module_name(module)} but {task.weight_file.name} holds rank "
+                    f"{shape[0]}; the config belongs to another adapter: restore the one saved with these weights"
+                )
+        if targets is not None and targets != "all-linear" and not _targeted(module_name(module), targets):
+            raise MergeInputError(
+                f"{where}: target_modules {targets!r} does not cover {module_name(module)}, which "
+                f"{task.weight_file.name} holds; restore the config saved with these weights"
+            )
+
+
+def _targeted(name: str, targets: str | list[str]) -> bool:
+    """PEFT's rule: a string is a regex matched against the whole module name; a list
+    matches a name equal to an entry or ending with ``.<entry>``."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 @dataclass

@@ -9,7 +9,9 @@ import ctypes
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import MergeInputError
@@ -28,21 +30,46 @@ def parse_key_values(items: list[str], what: str = "--set") -> dict:
     return out
 
 
+_CONFIG_TYPES = {  # key -> (check, what the value must be)
+    "method": (lambda v: isinstance(v, str), "a method name"),
+    "preset": (lambda v: isinstance(v, str), "a preset name"),
+    "params": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a mapping of name: value"),
+    "adapters": (lambda v: isinstance(v, list) and v and all(isinstance(a, str) for a in v), "a list of folders"),
+    "out": (lambda v: isinstance(v, str) and v != "", "a folder path (a string)"),
+    "device": (lambda v: isinstance(v, str), "cpu, cuda[:N] or auto"),
+    "seed": (lambda v: type(v) is int and v >= 0, "a non-negative integer"),
+    "extras": (lambda v: isinstance(v, str), "mean, first or drop"),
+}
+_CONFIG_BOOLS = ("write_bin", "overwrite", "hash_inputs")
+
+
 def _read_config(path: str | None) -> dict:
+    """The ``--config`` YAML as a dict with every value checked for its type (booleans
+    strictly: ``overwrite: "false"`` is False); MergeInputError naming the file and key."""
     if not path:
         return {}
     import yaml
 
+    from .values import parse_bool
+
     p = Path(path)
     if not p.is_file():
-        raise MergeInputError(f"{p}: config file not found")
+        raise MergeInputError(f"{p}: config file not found" + (" (it is a folder)" if p.is_dir() else ""))
     try:
-        cfg = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
+        cfg = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MergeInputError(f"{p}: not valid YAML ({exc})") from exc
-    allowed = {"method", "preset", "params", "adapters", "out", "device", "seed", "extras", "write_bin", "overwrite", "hash_inputs"}
-    if not isinstance(cfg, dict) or set(cfg) - allowed:
-        raise MergeInputError(f"{p}: expected a mapping with keys among {sorted(allowed)}, found {sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__}")
+    cfg = {} if cfg is None else cfg
+    allowed = set(_CONFIG_TYPES) | set(_CONFIG_BOOLS)
+    if not isinstance(cfg, dict) or set(map(str, cfg)) - allowed:
+        raise MergeInputError(f"{p}: expected a mapping with keys among {sorted(allowed)}, found "
+                              f"{sorted(map(str, cfg)) if isinstance(cfg, dict) else 'a ' + type(cfg).__name__}")
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # an empty value (``params:``) means "not given"
+    for key, value in cfg.items():
+        if key in _CONFIG_BOOLS:
+            cfg[key] = parse_bool(value, f"{p}: {key}: {value!r}", MergeInputError)
+        elif not _CONFIG_TYPES[key][0](value):
+            raise MergeInputError(f"{p}: {key}: {value!r} is not {_CONFIG_TYPES[key][1]}; fix the value")
     return cfg
 
 
@@ -61,8 +88,16 @@ def keep_freed_memory() -> None:
         pass
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit (status 143) in the main thread, so a terminated merge
+    removes its temporary folder and releases its output claim like any failure does."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     keep_freed_memory()
+    exit_on_sigterm()
     cfg = _read_config(args.config)
     params = dict(cfg.get("params") or {})
     params.update(parse_key_values(args.set or []))
@@ -70,7 +105,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = args.out or cfg.get("out")
     if not adapters or not out:
         raise MergeInputError("--adapters DIR [DIR ...] and --out DIR are required (or give them in --config)")
-    hash_inputs = not args.no_hash and bool(cfg.get("hash_inputs", True))
+    hash_inputs = not args.no_hash and cfg.get("hash_inputs", True)
     hasher = None
     if hash_inputs:  # start hashing on the idle core while torch is imported
         from .hashing import InputHasher, task_files
@@ -84,10 +119,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         preset=args.preset or cfg.get("preset"),
         params=params,
         device=args.device or cfg.get("device", "cpu"),
-        seed=args.seed if args.seed is not None else int(cfg.get("seed", 0)),
+        seed=args.seed if args.seed is not None else cfg.get("seed", 0),
         extras=args.extras or cfg.get("extras", "mean"),
-        overwrite=args.overwrite or bool(cfg.get("overwrite", False)),
-        write_bin=args.write_bin or bool(cfg.get("write_bin", False)),
+        overwrite=args.overwrite or cfg.get("overwrite", False),
+        write_bin=args.write_bin or cfg.get("write_bin", False),
         hash_inputs=hash_inputs,
         progress=not args.quiet,
         hasher=hasher,

@@ -226,7 +226,7 @@ def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras
         hasher = None
     elif hasher is None:  # hashing overlaps with the merge
         hasher = InputHasher([t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file])
-    with write_folder(out) as folder:
+    with write_folder(out, replace=overwrite) as folder:  # claimed; replace decided again at the swap
         _write_lora(plan, folder, progress)
         extra = plan.merged_extras()
         if extra:

@@ -39,3 +39,8 @@ def cli_main(run: Callable[[], object], prog: str | None = None) -> int:
         prefix = f"{prog}: error: " if prog else "error: "
         print(prefix + " ".join(str(exc).split("\n")), file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+class OutputError(UserError):
+    """The output cannot be written as asked: another run holds it, it appeared meanwhile,
+    it is a symbolic link, or its folder is not writable / full. Names the path and the fix."""

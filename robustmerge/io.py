@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_folder  # noqa: F401  (re-exported)
+from .adapters import all_finite
 from .errors import MergeInputError
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
@@ -20,9 +21,11 @@ class SafetensorsStreamWriter:
     """
 
     def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]],
-                 metadata: dict | None = None, header_order: list[str] | None = None):
+                 metadata: dict | None = None, header_order: list[str] | None = None, check_finite: bool = True):
         """layout: (name, shape, dtype) in the order tensors will be written; header_order:
-        the order names are listed in the header (default: layout order)."""
+        the order names are listed in the header (default: layout order); ``check_finite``:
+        refuse (MergeInputError) a tensor holding NaN or Inf, so no all-NaN adapter is written."""
+        self.path, self._check_finite = Path(path), check_finite
         entries: dict = {}
         offset = 0
         self._expected: list[tuple[str, tuple[int, ...], torch.dtype]] = []
@@ -43,6 +46,11 @@ class SafetensorsStreamWriter:
         exp_name, shape, dtype = self._expected[self._next]
         if (name, tuple(tensor.shape), tensor.dtype) != (exp_name, shape, dtype):
             raise RuntimeError(f"writer expected {exp_name} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        if self._check_finite and not all_finite(tensor):
+            raise MergeInputError(
+                f"{self.path}: the merged tensor {name!r} holds NaN or Inf values (the inputs are finite, so a "
+                "parameter such as lam is too large for float32); choose smaller parameters"
+            )
         data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         self._write_all(data)  # straight from the tensor's memory, no copy
         self._next += 1
@@ -61,7 +69,10 @@ class SafetensorsStreamWriter:
 
 def check_output_folder(out: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse an output that is, contains or lies inside an input, or a non-empty folder
-    unless ``overwrite``."""
+    unless ``overwrite``, or an output path that is a symbolic link."""
+    from .atomic import refuse_symlink
+
+    refuse_symlink(out)
     out_r = out.resolve()
     for inp in inputs:
         inp_r = inp.resolve()

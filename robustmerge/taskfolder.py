@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_folder
+from .atomic import atomic_folder, default_file_mode
 from .errors import MergeInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,15 +74,29 @@ def folder_kind(folder: str | os.PathLike) -> str | None:
 
 
 def find_weight_file(folder: str | os.PathLike) -> Path | None:
-    """The folder's adapter weights: the first of :data:`WEIGHT_FILES` present."""
+    """The folder's adapter weights: the first of :data:`WEIGHT_FILES` present (a
+    MergeInputError when one of those names is something other than a file)."""
     folder = Path(folder)
-    return next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    return next((folder / f for f in WEIGHT_FILES if _is_file(folder / f)), None)
 
 
 def find_projector_file(folder: str | os.PathLike) -> Path | None:
-    """The folder's :data:`PROJECTOR_FILE`, or None."""
+    """The folder's :data:`PROJECTOR_FILE`, or None (a MergeInputError when that name is a
+    folder or another non-file: the projector would otherwise be silently dropped)."""
     path = Path(folder) / PROJECTOR_FILE
-    return path if path.is_file() else None
+    return path if _is_file(path) else None
+
+
+def _is_file(path: Path) -> bool:
+    """True for a file, False for nothing there; MergeInputError for a folder, a dangling
+    link or another non-file at ``path``."""
+    if path.is_file():
+        return True
+    if path.is_dir():
+        raise MergeInputError(f"{path}: is a folder, not a file; put the file itself there (or remove the folder)")
+    if os.path.lexists(path):
+        raise MergeInputError(f"{path}: is not a readable file (a dangling link?); copy the file itself there")
+    return False
 
 
 # ---------------------------------------------------------------- key names
@@ -267,8 +281,10 @@ class TensorFile:
                 if n <= 0 or 8 + n > size:
                     raise ValueError(f"header length {n} does not fit a file of {size} bytes")
                 header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
             header.pop("__metadata__", None)
-            end = max((v["data_offsets"][1] for v in header.values()), default=0)
+            end = _check_layout(header)
             self._data_start = 8 + n
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MergeInputError(
@@ -279,12 +295,53 @@ class TensorFile:
                 f"{self.path}: truncated ({size} bytes, its header promises {8 + n + end}); "
                 "copy it again from its source"
             )
+        if 8 + n + end < size:
+            raise MergeInputError(
+                f"{self.path}: {size - 8 - n - end} bytes after the last tensor its header lists; the file is "
+                "corrupt (or two files were concatenated): copy it again from its source"
+            )
         return header
 
     def _bin_dict(self) -> dict[str, torch.Tensor]:
         if self._bin is None:
             self._bin = load_bin(self.path)
         return self._bin
+
+
+_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _check_layout(header: dict) -> int:
+    """Check a safetensors header's entries as the safetensors library does and return the
+    data size: every entry has a dtype, a shape of non-negative ints and ``data_offsets``
+    [begin, end] of exactly ``numel · itemsize`` bytes, and the entries, sorted by offset,
+    tile the data from byte 0 without gap or overlap. Raises ValueError naming the tensor."""
+    spans = []
+    for key, v in header.items():
+        if not isinstance(v, dict):
+            raise ValueError(f"tensor {key!r}: header entry is not an object")
+        shape, offsets = v.get("shape"), v.get("data_offsets")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ValueError(f"tensor {key!r}: shape {shape!r} is not a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise ValueError(f"tensor {key!r}: data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
+        numel = 1
+        for d in shape:
+            numel *= d
+        itemsize = _ST_ITEMSIZE.get(v.get("dtype"))
+        if itemsize is not None and offsets[1] - offsets[0] != numel * itemsize:
+            raise ValueError(f"tensor {key!r}: {offsets[1] - offsets[0]} bytes for shape {shape} {v.get('dtype')} "
+                             f"(needs {numel * itemsize})")
+        spans.append((offsets[0], offsets[1], key))
+    spans.sort()
+    pos = 0
+    for begin, end, key in spans:
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
+            raise ValueError(f"tensor {key!r}: data_offsets [{begin}, {end}] {what}")
+        pos = end
+    return pos
 
 
 def load_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -329,17 +386,68 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict:
-    """The folder's :data:`ADAPTER_CONFIG` as a dict (MergeInputError naming the fix)."""
+    """The folder's :data:`ADAPTER_CONFIG` as a dict, its LoRA fields checked
+    (:func:`check_adapter_config`); MergeInputError naming the file and the fix."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise MergeInputError(f"{folder}: adapter folder not found; pass the folder that holds {ADAPTER_CONFIG}")
+        what = "is a file, not a folder" if folder.exists() else "adapter folder not found"
+        raise MergeInputError(f"{folder}: {what}; pass the folder that holds {ADAPTER_CONFIG}")
     path = folder / ADAPTER_CONFIG
-    if not path.is_file():
+    if not _is_file(path):
         raise MergeInputError(f"{path}: missing; an adapter folder needs its {ADAPTER_CONFIG}")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise MergeInputError(f"{path}: not valid JSON ({exc}); restore the file") from exc
+    check_adapter_config(config, path)
+    return config
+
+
+def check_adapter_config(config, path: Path) -> None:
+    """Check the LoRA fields of an adapter config read from ``path`` (MergeInputError naming
+    the file and the field): a JSON object; ``r`` a positive integer; ``lora_alpha`` a finite
+    positive number; ``use_rslora`` a JSON boolean; ``rank_pattern`` / ``alpha_pattern`` objects of
+    positive integers / finite numbers; ``target_modules`` a string or a list of strings.
+    Absent (or null) fields keep PEFT's defaults."""
+    from .values import finite_number, whole_number
+
+    def bad(field: str, why: str) -> MergeInputError:
+        return MergeInputError(f"{path}: {field} {why}; fix the field (PEFT writes it when it saves the adapter)")
+
+    if not isinstance(config, dict):
+        raise MergeInputError(f"{path}: holds a JSON {type(config).__name__}, not an object; restore the adapter's "
+                              f"{ADAPTER_CONFIG}")
+    ranks = {"r": config.get("r")} | {f"rank_pattern[{k!r}]": v for k, v in _mapping(config, "rank_pattern", path)}
+    for field, value in ranks.items():
+        if value is not None and whole_number(value, f"{path}: {field}={value!r}", MergeInputError) < 1:
+            raise bad(f"{field}={value!r}", "is not a positive rank")
+    alphas = {"lora_alpha": config.get("lora_alpha")}
+    alphas |= {f"alpha_pattern[{k!r}]": v for k, v in _mapping(config, "alpha_pattern", path)}
+    for field, value in alphas.items():
+        if value is not None and finite_number(value, f"{path}: {field}={value!r}", MergeInputError) <= 0:
+            raise bad(f"{field}={value!r}", "is not positive (the adapter's update would vanish or flip sign)")
+    if config.get("use_rslora") is not None and not isinstance(config["use_rslora"], bool):
+        raise bad(f"use_rslora={config['use_rslora']!r}", "is not true or false")
+    targets = config.get("target_modules")
+    if targets is not None and not isinstance(targets, str) and not (
+            isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise bad(f"target_modules={targets!r}", "is not a module name pattern or a list of module names")
+    patterns = [targets] if isinstance(targets, str) else []
+    patterns += [k for field in ("rank_pattern", "alpha_pattern") for k, _ in _mapping(config, field, path)]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise bad(f"pattern {pattern!r}", f"is not a valid regular expression ({exc})") from None
+
+
+def _mapping(config: dict, field: str, path: Path) -> list:
+    value = config.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise MergeInputError(f"{path}: {field}={value!r} is not an object of module pattern -> value; fix the field")
+    return list(value.items())
 
 
 @dataclass
@@ -411,6 +519,7 @@ class FolderWriter:
             from safetensors.torch import save_file
 
             save_file(tensors, str(self.folder / ADAPTER_SAFETENSORS), metadata={"format": "pt"})
+            os.chmod(self.folder / ADAPTER_SAFETENSORS, default_file_mode())  # save_file creates 0600
             return self.folder / ADAPTER_SAFETENSORS
         if fmt != "bin":
             raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
@@ -463,11 +572,13 @@ class FolderWriter:
 
 
 @contextmanager
-def write_folder(out: str | os.PathLike) -> Iterator[FolderWriter]:
-    """Write a whole folder atomically: the files go into a temporary folder beside ``out``,
-    which replaces ``out`` in one rename on success and is removed on failure (``out``
-    untouched). The caller decides beforehand whether an existing ``out`` may be replaced."""
-    with atomic_folder(Path(out)) as tmp:
+def write_folder(out: str | os.PathLike, replace: bool = True) -> Iterator[FolderWriter]:
+    """Write a whole folder atomically, under an exclusive claim of ``out``
+    (:func:`~robustmerge.atomic.atomic_folder`): the files go into a temporary folder beside
+    ``out``, which replaces ``out`` in one rename on success and is removed on failure
+    (``out`` untouched). With ``replace=False`` a non-empty ``out`` found at the final swap
+    (another run wrote it meanwhile) is an OutputError instead of being replaced."""
+    with atomic_folder(Path(out), replace=replace) as tmp:
         yield FolderWriter(tmp)
 
 

@@ -14,6 +14,7 @@ Rules are registered with :func:`register` (name, paper, parameters, presets, re
 from __future__ import annotations
 
 import hashlib
+import math
 import importlib
 import importlib.util
 import os
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import MergeInputError
+from ..values import parse_bool
 
 
 @dataclass(frozen=True)
@@ -43,23 +45,39 @@ class Param:
     choices: tuple | None = None
 
     def parse(self, value: Any, method: str) -> Any:
-        """Convert a value (possibly a CLI string) and check it; raise MergeInputError if bad."""
-        try:
-            if self.kind is bool and isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                value = value.lower() in ("true", "1", "yes")
-            elif value is not None:
+        """Convert a value (possibly a CLI or YAML string) and check it; raise MergeInputError if bad.
+
+        A float must be finite (``nan``, ``inf`` and overflowing literals such as ``1e400``
+        are refused whatever the range) and every range check is written so that it fails
+        unless the value is inside; an int must be integral (``2.0`` is accepted, ``2.5``,
+        ``nan`` and booleans are not); a bool is parsed strictly (:func:`parse_bool`).
+        """
+        if value is None:
+            return value
+        what = f"{method}: parameter {self.name}={value!r}"
+        if self.kind is bool:
+            return parse_bool(value, what, MergeInputError)
+        if self.kind in (int, float):
+            value = _parse_number(value, self.kind, what)
+        else:
+            try:
                 value = self.kind(value)
-        except (TypeError, ValueError):
-            raise MergeInputError(f"{method}: parameter {self.name}={value!r} is not a {self.kind.__name__}") from None
+            except (TypeError, ValueError):
+                raise MergeInputError(f"{what} is not a {self.kind.__name__}") from None
         if self.choices is not None and value not in self.choices:
             raise MergeInputError(f"{method}: {self.name}={value!r} is not one of {list(self.choices)}")
-        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
-            raise MergeInputError(f"{method}: {self.name}={value} is out of range {self.range_text()}")
-        if self.high is not None and (value > self.high or (self.open_high and value == self.high)):
+        if not self._in_range(value):
             raise MergeInputError(f"{method}: {self.name}={value} is out of range {self.range_text()}")
         return value
+
+    def _in_range(self, value: Any) -> bool:
+        """True only when ``value`` lies inside the range (False for NaN: every test is
+        written as "inside", never as "not outside")."""
+        if self.low is not None and not (value > self.low if self.open_low else value >= self.low):
+            return False
+        if self.high is not None and not (value < self.high if self.open_high else value <= self.high):
+            return False
+        return True
 
     def range_text(self) -> str:
         if self.choices is not None:
@@ -67,6 +85,32 @@ class Param:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"{'(' if self.open_low or self.low is None else '['}{lo}, {hi}{')' if self.open_high or self.high is None else ']'}"
+
+
+def _parse_number(value: Any, kind: type, what: str) -> int | float:
+    """``value`` (a number or a CLI/YAML string) as a finite ``kind`` (int or float), or a
+    MergeInputError saying why not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise MergeInputError(f"{what} is not a {kind.__name__} (got {type(value).__name__})")
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise MergeInputError(f"{what} is not a {kind.__name__}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise MergeInputError(f"{what} is not a finite number (NaN, Inf and overflowing values such as "
+                              "1e400 are refused); give a finite value")
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        if float(number) != int(number):
+            raise MergeInputError(f"{what} is not an integer; give a whole number")
+        return int(number)
+    return float(number)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Callable, Sequence
 
 from llava.eval.scorers.common import (
@@ -122,6 +123,10 @@ def accuracy_scored(task: str, protocol: str, flags: Sequence[bool], unparsed: i
     the counts, the result record, the ``Samples/Accuracy`` lines and the official ``Result.text``."""
     total = len(flags)
     accuracy = 100.0 * sum(flags) / total
+    if protocol == "strict" and not answers:  # the score is 0 %: print why, not only in result.json
+        trailing_notes = [*trailing_notes, f"the answers file {(settings or {}).get('answers_file', '')!r} holds no "
+                          f"answers: all {len(questions)} questions counted wrong; generate the answers first"]
+        logging.getLogger(__name__).warning("%s", trailing_notes[-1])
     counts = join_counts(report, len(questions), len(answers), scored=total, unparsed=unparsed,
                          malformed=len(getattr(answers, "malformed", [])))
     counts["correct"] = sum(flags)

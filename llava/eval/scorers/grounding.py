@@ -17,18 +17,24 @@ clipped at 0 per axis; 0 when the union is not positive.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from typing import Sequence
 
 from llava.eval.scorers.common import ScoreError, Scored, join_by_id, lookup_official
 from llava.eval.scorers.exact import accuracy_scored, read_task_questions
 
+log = logging.getLogger(__name__)
+
 Box = list[float]
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# one way only to match each number and each run of spaces, so matching is linear in the text's
+# length (``\d+\.?\d*`` could split a digit run in as many ways as it has digits)
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _BRACKETED = re.compile(r"\[\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*("
                         + _NUM + r")\s*\]")
 _BARE = re.compile(r"\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM
-                   + r")\s*\.?\s*")
+                   + r")\s*(?:\.\s*)?")
 
 OFFICIAL_QUIRKS = (
     "predicted box: brackets removed, then the first and last characters dropped (the last digit of y2 is lost)",
@@ -96,13 +102,29 @@ def score_records(questions: Sequence[dict], answers: Sequence[dict], *, protoco
         parse = parse_box_official
     else:
         pairs, parse = report.pairs, parse_box_strict
+    bad_gt = sum(not _finite_gt(q) for q in questions)
+    notes = []
+    if bad_gt:  # such an item can never be a hit: say so instead of only counting it wrong
+        notes.append(f"{bad_gt} question(s) with a NaN or infinite ground-truth box or size, counted wrong; "
+                     f"fix {qf or 'the question file'}")
+        log.warning("%s", notes[-1])
     boxes = [parse(a["text"]) if a is not None else None for _, a in pairs]
     flags = [b is not None and is_hit(b, q, qf) for (q, _), b in zip(pairs, boxes)]
     unparsed = sum(b is None for (_, a), b in zip(pairs, boxes) if a is not None)
     if not flags:
         raise ScoreError(f"{af}: no answers to score (the original divides by zero)")
     return accuracy_scored(task, protocol, flags, unparsed, report, questions, answers, quirks=OFFICIAL_QUIRKS,
-                           settings=settings)
+                           notes=notes, settings=settings)
+
+
+def _finite_gt(question: dict) -> bool:
+    """Whether the question's ground-truth box and size are finite numbers."""
+    try:
+        values = [float(x) for x in str(question["answer_bbox"]).replace("[", "").replace("]", "").split(",")]
+        values += [float(x) for x in question["size"]]
+    except (KeyError, ValueError, TypeError):
+        return False
+    return all(math.isfinite(v) for v in values)
 
 
 def score_task(inputs, answers, protocol: str, task: str = "Grounding") -> Scored:

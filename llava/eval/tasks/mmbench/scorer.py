@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 
 from llava.eval.mmbench_data import CIRCULAR_STRIDE, MMBenchItem, read_mmbench_tsv, read_tsv_frame
 from llava.eval.scorers.common import ScoreError, Scored, join_by_id, make_result
+from robustmerge.atomic import default_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ def write_submission(path: str | Path, df, inputs: Sequence[str | Path] = ()) ->
         raise ScoreError(f"{path}: refusing to overwrite an input file; choose another --submission-file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".xlsx", dir=path.parent)
+    os.fchmod(fd, default_file_mode())  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     try:
         df.to_excel(tmp, index=False, engine="openpyxl")
