@@ -360,15 +360,39 @@ def test_out_inside_an_input_via_symlink(env, tmp_path, capsys):
     hostile(capsys, env, tmp_path, "--overwrite", out=link / "merged", needles=["input", "choose another --out"])
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
-def test_unwritable_output_parent(env, tmp_path, capsys):
+def test_unwritable_output_parent(env, tmp_path, capsys, monkeypatch):
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o500)
+    if os.geteuid() == 0:  # root writes into any folder: deny creating entries there as the kernel would
+        _deny_writes_under(monkeypatch, parent)
     try:
         hostile(capsys, env, tmp_path, out=parent / "out", needles=[str(parent / "out"), "cannot write the output"])
     finally:
         parent.chmod(0o700)
+
+
+def _deny_writes_under(monkeypatch, folder: Path) -> None:
+    """Make creating files or folders inside ``folder`` fail with EACCES (for a root user)."""
+    import errno
+
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def inside(path) -> bool:
+        return Path(os.fsdecode(path)).resolve().parent == folder.resolve()
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and inside(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        if inside(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
 # ---- class 3: a second run on the same output ------------------------------------------------
@@ -555,8 +579,7 @@ def test_trainer_adapter_file_uses_the_umask(tmp_path):
 
 
 def test_mmbench_submission_uses_the_umask(tmp_path):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("openpyxl")
+    import pandas as pd  # the eval extra, installed by the README's test command
     from llava.eval.tasks.mmbench.scorer import write_submission
 
     old = os.umask(0o022)
