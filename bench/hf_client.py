@@ -16,8 +16,9 @@ import json
 import sys
 
 
-def answer(export: str, questions: list[dict], max_new_tokens: int = 16, dtype=None) -> dict:
-    """Load the export and answer every question greedily, one at a time."""
+def answer(export: str, questions: list[dict], max_new_tokens: int = 16, dtype=None, logits: bool = False) -> dict:
+    """Load the export and answer every question greedily, one at a time (with `logits`, each
+    answer also holds the first step's logits)."""
     import torch
     import transformers
     from PIL import Image
@@ -38,10 +39,13 @@ def answer(export: str, questions: list[dict], max_new_tokens: int = 16, dtype=N
         if dtype is not None:
             enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
+            out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                 return_dict_in_generate=True, output_scores=logits)
+        new = out.sequences[0, enc["input_ids"].shape[1]:].tolist()
         answers.append({"prompt": prompt, "new_token_ids": new,
                         "text": processor.tokenizer.decode(new, skip_special_tokens=True).strip()})
+        if logits:
+            answers[-1]["first_logits"] = out.scores[0][0].float().tolist()  # [V + added tokens]
     loading = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     return {"transformers": transformers.__version__, "loading": loading, "answers": answers}
 

@@ -55,8 +55,12 @@ def make_images(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def project_answers(bundle, questions: list[dict], max_new_tokens: int) -> list[dict]:
-    """Greedy new-token ids and texts of this project's runner path (prompt, pixels, generate), batch 1."""
+def project_answers(bundle, questions: list[dict], max_new_tokens: int, runner_text: bool = True,
+                    logits: bool = False) -> list[dict]:
+    """Greedy new-token ids of this project's runner path, batch size 1: the runner's prompt
+    (`encode_prompt`), pixels (`pixel_values`, pad) and `generate` call, made here to keep the
+    ids. With `runner_text`, also the text `generate_batch` itself returns (a second generation);
+    else the ids decoded the way it decodes them. With `logits`, also the first step's logits."""
     import torch
     from PIL import Image
 
@@ -70,14 +74,19 @@ def project_answers(bundle, questions: list[dict], max_new_tokens: int) -> list[
         item = EvalItem(question_id=q["question"], prompt=prompt_as_is({"text": q["question"]}), preprocessing="pad",
                         image_path=Path(q["image"]))
         ids = encode_prompt(item.prompt, tokenizer, settings.conv_mode)
-        text = generate_batch(bundle, [item], [ids], settings)[0]
         image = Image.open(q["image"]).convert("RGB")
-        pixels = pixel_values(image, bundle.image_processor, "pad", model.config)[None].to(model.dtype)  # [1, 3, H, W]
+        pixels = pixel_values(image, bundle.image_processor, "pad", model.config)[None]  # [1, 3, H, W]
         with torch.inference_mode():
-            new = model.generate(torch.tensor([ids]), images=pixels, image_sizes=[image.size], do_sample=False,
-                                 num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
-                                 pad_token_id=tokenizer.pad_token_id)[0].tolist()  # as generate_batch calls it
+            gen = model.generate(torch.tensor([ids]), images=pixels.to(model.dtype), image_sizes=[image.size],
+                                 do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
+                                 pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
+                                 output_scores=logits)  # as generate_batch calls it
+        new = gen.sequences[0].tolist()
+        text = (generate_batch(bundle, [item], [ids], settings)[0] if runner_text
+                else tokenizer.decode(new, skip_special_tokens=True).strip())
         out.append({"new_token_ids": new, "text": text})
+        if logits:
+            out[-1]["first_logits"] = gen.scores[0][0].float().tolist()  # [V]
     return out
 
 
