@@ -12,7 +12,8 @@ are its own:
 2. `adapters`: eight r=16 synthetic LoRA task folders (`robustmerge.synthetic`, LLaVA layout);
 3. `merge-official`, `merge-ties`: `python -m robustmerge merge` (robustmerge `official`, TIES);
 4. `runner`: `load_pretrained_model(merged, base)` in bf16 and greedy answers through the
-   runner's prompt, pixels and generate call, batch size 1, then `run_items` at batch size 2;
+   runner's prompt, pixels and generate call, batch size 1, then `run_items` at batch size 2,
+   padded and with `same_length_batches` (questions 0 and 1 share a prompt length);
 5. `export-hf`: `llava.model.export --layout hf --dtype bf16` of base + official merge;
 6. `hf-load`: the export loaded with `LlavaForConditionalGeneration` + `AutoProcessor` in bf16
    and the same questions answered greedily (`bench/hf_client.py`).
@@ -98,7 +99,10 @@ def make_questions(root: Path, n: int) -> list[dict]:
     from .hf_compat import QUESTIONS, make_images
 
     images = make_images(root / "images", n)
-    questions = [{"image": str(p), "question": QUESTIONS[i % len(QUESTIONS)]} for i, p in enumerate(images)]
+    # questions 0 and 1 share a text (same prompt length, different images); 2 is longer, so
+    # batch size 2 pads one batch, and same-length batching puts 0 and 1 in an unpadded batch
+    texts = [QUESTIONS[0], QUESTIONS[0]] + [QUESTIONS[2 + i % 2] for i in range(max(0, n - 2))]
+    questions = [{"image": str(p), "question": t} for p, t in zip(images, texts)]
     (root / "questions.json").write_text(json.dumps(questions))
     return questions
 
@@ -141,14 +145,16 @@ def step_runner(p: dict, args) -> dict:
     b1_s = time.perf_counter() - t0
     items = [EvalItem(question_id=i, prompt=prompt_as_is({"text": q["question"]}), preprocessing="pad",
                       image_path=Path(q["image"])) for i, q in enumerate(questions)]
-    t0 = time.perf_counter()
-    out = p["answers"] / "bs2.jsonl"
-    run_items(bundle, items, out, GenerationSettings(max_new_tokens=args.new_tokens, batch_size=2), resume=False,
-              progress=False)
-    b2_s = time.perf_counter() - t0
-    batch2 = [json.loads(line)["text"] for line in out.read_text().splitlines()]
-    return {"load_s": load_s, "bs1_s": b1_s, "bs2_s": b2_s, "bs1": batch1, "bs2_texts": batch2,
-            "bs2_identical": sum(a["text"] == b for a, b in zip(batch1, batch2))}
+    result = {"load_s": load_s, "bs1_s": b1_s, "bs1": batch1}
+    for name, same_length in (("bs2", False), ("bs2_same_length", True)):
+        t0 = time.perf_counter()
+        out = p["answers"] / f"{name}.jsonl"
+        settings = GenerationSettings(max_new_tokens=args.new_tokens, batch_size=2, same_length_batches=same_length)
+        run_items(bundle, items, out, settings, resume=False, progress=False)
+        texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+        result.update({f"{name}_s": time.perf_counter() - t0, f"{name}_texts": texts,
+                       f"{name}_identical": sum(a["text"] == b for a, b in zip(batch1, texts))})
+    return result
 
 
 def step_export(p: dict, args) -> dict:
@@ -198,6 +204,8 @@ def agreement(results: dict) -> dict:
     out = {"questions": len(runner.get("bs1", []))}
     if runner:
         out["bs2_identical_to_bs1"] = runner["bs2_identical"]
+        if "bs2_same_length_identical" in runner:
+            out["bs2_same_length_identical_to_bs1"] = runner["bs2_same_length_identical"]
     if runner and hf:
         out["hf_tokens_identical_to_runner"] = sum(a["new_token_ids"] == b["new_token_ids"]
                                                    for a, b in zip(runner["bs1"], hf["answers"]))
