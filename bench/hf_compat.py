@@ -8,7 +8,9 @@ protobuf`; torch is pinned, torchvision is not installed), builds a tiny LLaVA +
 (`llava.model.tiny`) and a few images, exports base + LoRA in the hf layout with this project,
 answers the questions with the project's runner (batch size 1, float32, greedy) and, in the
 venv, with `bench/hf_client.py` (`LlavaForConditionalGeneration` + `AutoProcessor`), and
-compares the new token ids question by question. Also runs the client in this environment.
+compares the new token ids question by question. Also runs the client in this environment,
+and with `--lmms-eval-python` lmms-eval's `llava_hf` model (`bench/lmms_eval_client.py`,
+answer texts compared).
 Exit status 1 when any version disagrees or reports missing/unexpected keys.
 """
 from __future__ import annotations
@@ -107,7 +109,15 @@ def run_client(python: str, export: Path, questions_file: Path, out: Path, max_n
     return json.loads(out.read_text())
 
 
-def check(work: Path, clients: list[str], max_new_tokens: int = 16) -> list[dict]:
+def run_lmms_eval(python: str, export: Path, questions_file: Path, out: Path, max_new_tokens: int) -> dict:
+    proc = subprocess.run([python, str(HERE / "lmms_eval_client.py"), str(export), str(questions_file), str(out),
+                           "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{python} lmms_eval_client.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def check(work: Path, clients: list[str], max_new_tokens: int = 16, lmms_eval: str | None = None) -> list[dict]:
     """Export a tiny model and compare every client's greedy tokens with the runner's."""
     from llava.eval.runner import load_bundle
     from llava.model.export import export_model
@@ -127,6 +137,13 @@ def check(work: Path, clients: list[str], max_new_tokens: int = 16) -> list[dict
         t0 = time.perf_counter()
         theirs = run_client(python, export, questions_file, work / f"client{k}.json", max_new_tokens)
         rows.append({**compare(ours, theirs), "python": python, "wall_s": round(time.perf_counter() - t0, 1)})
+    if lmms_eval:
+        t0 = time.perf_counter()
+        got = run_lmms_eval(lmms_eval, export, questions_file, work / "lmms.json", max_new_tokens)
+        same = sum(a["text"] == b for a, b in zip(ours, got["answers"]))
+        rows.append({"transformers": f"lmms-eval {got['lmms_eval']} llava_hf", "tokens_identical": None,
+                     "texts_identical": same, "questions": len(ours), "loading_clean": None,
+                     "ok": same == len(ours), "python": lmms_eval, "wall_s": round(time.perf_counter() - t0, 1)})
     return rows
 
 
@@ -135,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", action="append", default=[], type=Path, help="throw-away venv (created if missing)")
     parser.add_argument("--transformers", action="append", default=[], help="transformers version spec per --venv")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--lmms-eval-python", default=None,
+                        help="python of a venv with lmms-eval installed: also compare its llava_hf answers (texts)")
     args = parser.parse_args(argv)
     if len(args.venv) != len(args.transformers):
         parser.error("give one --transformers per --venv")
     clients = [sys.executable] + [str(make_venv(v, t)) for v, t in zip(args.venv, args.transformers)]
     with tempfile.TemporaryDirectory(prefix="hf-compat-") as tmp:
-        rows = check(Path(tmp), clients, args.max_new_tokens)
+        rows = check(Path(tmp), clients, args.max_new_tokens, args.lmms_eval_python)
     for r in rows:
-        print(f"transformers {r['transformers']:>8}: tokens identical {r['tokens_identical']}/{r['questions']}, "
-              f"texts {r['texts_identical']}/{r['questions']}, loading clean {r['loading_clean']} ({r['wall_s']} s)")
+        tokens = f"tokens identical {r['tokens_identical']}/{r['questions']}, " if r["tokens_identical"] is not None else ""
+        print(f"transformers {r['transformers']:>8}: {tokens}texts {r['texts_identical']}/{r['questions']}, "
+              f"loading clean {r['loading_clean']} ({r['wall_s']} s)")
     print(json.dumps(rows))
     return 0 if all(r["ok"] for r in rows) else 1
 
