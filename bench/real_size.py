@@ -38,17 +38,21 @@ N_TASKS, RANK, ALPHA = 8, 16, 32
 TOWER_ID = {"7b": "openai/clip-vit-large-patch14-336", "tiny": "clip-tiny"}
 
 
-def sizes_of(shape: str):
+def sizes_of(shape: str, layers: int | None = None):
+    """The model sizes; `layers` overrides the number of decoder layers (a quick run at real widths)."""
+    import dataclasses
+
     from llava.model.tiny import LLAVA_V15_7B, TinySizes
 
-    return {"7b": LLAVA_V15_7B, "tiny": TinySizes()}[shape]
+    sizes = {"7b": LLAVA_V15_7B, "tiny": TinySizes()}[shape]
+    return dataclasses.replace(sizes, num_layers=layers) if layers else sizes
 
 
-def lora_shape(shape: str):
+def lora_shape(shape: str, layers: int | None = None):
     """The synthetic-adapter shape matching the base (its config.json = the run's LlavaConfig)."""
     from robustmerge.synthetic import LlamaShape
 
-    s = sizes_of(shape)
+    s = sizes_of(shape, layers)
     return LlamaShape(layers=s.num_layers, hidden=s.hidden_size, intermediate=s.intermediate_size,
                       mm_hidden=s.vision_hidden_size, heads=s.num_heads, vocab=s.vocab_size,
                       max_positions=s.max_positions, tower=TOWER_ID[shape])
@@ -114,7 +118,7 @@ def step_base(p: dict, args) -> dict:
     from robustmerge.atomic import atomic_folder
     from llava.model.tiny import write_clip_tower
 
-    sizes = sizes_of(args.shape)
+    sizes = sizes_of(args.shape, args.layers)
     with atomic_folder(p["tower"]) as tmp:
         write_clip_tower(tmp, sizes, seed=0)
     write_random_base(p["base"], sizes, TOWER_ID[args.shape], seed=1)
@@ -125,7 +129,7 @@ def step_base(p: dict, args) -> dict:
 def step_adapters(p: dict, args) -> dict:
     from robustmerge.synthetic import write_task_adapters
 
-    folders = write_task_adapters(p["tasks"], N_TASKS, lora_shape(args.shape), r=RANK, alpha=ALPHA, seed=0)
+    folders = write_task_adapters(p["tasks"], N_TASKS, lora_shape(args.shape, args.layers), r=RANK, alpha=ALPHA, seed=0)
     return {"tasks": len(folders), "gb": sum(f.stat().st_size for d in folders for f in d.iterdir()) / 1e9}
 
 
@@ -196,7 +200,7 @@ def _child_args(name: str, p: dict, args) -> tuple[str, list[str]]:
     if name == "merge-ties":
         return "robustmerge", ["merge", "--method", "ties", "--adapters", *tasks, "--out", str(p["ties"]), "-q"]
     return "bench.real_size", ["--step", name, "--root", str(args.root), "--shape", args.shape,
-                               "--new-tokens", str(args.new_tokens)]
+                               "--new-tokens", str(args.new_tokens)] + (["--layers", str(args.layers)] if args.layers else [])
 
 
 def agreement(results: dict) -> dict:
@@ -240,7 +244,7 @@ def run_all(args) -> dict:
         file = p["results"] / f"{name}.json"
         if file.is_file():
             results[name] = json.loads(file.read_text())
-    return {"machine": machine(), "shape": args.shape, "steps": rows, "agreement": agreement(results),
+    return {"machine": machine(), "shape": args.shape, "layers": args.layers, "steps": rows, "agreement": agreement(results),
             "details": results}
 
 
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_size", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path(".cache/bench-real-size"), help="scratch folder (removed)")
     parser.add_argument("--shape", choices=("7b", "tiny"), default="7b")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="decoder layers instead of the shape's (e.g. 2: a quick check at 7B widths)")
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")

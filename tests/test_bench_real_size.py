@@ -61,3 +61,9 @@ def test_whole_benchmark_at_tiny_shape(tmp_path, capsys):
                                                     "export-hf", "hf-load"]
     assert report["agreement"]["hf_tokens_identical_to_runner"] == 3 and report["agreement"]["hf_loading_clean"]
     assert not (tmp_path / "root").exists()  # cleaned up
+
+
+def test_layers_override_keeps_the_widths():
+    sizes = sizes_of("7b", layers=1)
+    assert (sizes.num_layers, sizes.hidden_size, sizes.vocab_size, sizes.image_size) == (1, 4096, 32000, 336)
+    assert lora_shape("7b", 1).layers == 1 and lora_shape("7b").layers == 32
