@@ -46,7 +46,7 @@ def setup(root: Path, questions: int, adapters: int, sizes) -> tuple[Path, Path,
         shutil.rmtree(root)
     tiny = make_tiny_llava(root / "model", sizes, seed=0)
     data = root / "data"
-    make_task(data, task_defs.TASKS["VQAv2"], questions, random.Random(0))
+    make_task(data, task_defs.get_task("VQAv2"), questions, random.Random(0))
     loras = [make_tiny_lora(tiny.base, root / f"lora{k}", seed=k + 1) for k in range(adapters)]
     return tiny.base, data, loras
 
@@ -55,8 +55,8 @@ def items_of(data: Path):
     from llava.eval import tasks as task_defs
     from llava.eval.runner import items_from_questions, read_question_file
 
-    task = task_defs.TASKS["VQAv2"]
-    questions = read_question_file(data / "instructions" / task.question_file)
+    task = task_defs.get_task("VQAv2")
+    questions = read_question_file(data / task.question_file)
     return items_from_questions(questions, task, data / "datasets", "official")
 
 

@@ -66,8 +66,14 @@ def project_answers(bundle, questions: list[dict], max_new_tokens: int, runner_t
     import torch
     from PIL import Image
 
-    from llava.eval.runner import EvalItem, GenerationSettings, encode_prompt, generate_batch, pixel_values
-    from llava.eval.tasks import prompt_as_is
+    from llava.eval.runner import (
+        EvalItem,
+        GenerationSettings,
+        encode_prompt,
+        generate_batch,
+        pixel_values,
+    )
+    from llava.eval.tasks.prompts import prompt_as_is
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     model, tokenizer = bundle.model, bundle.tokenizer
@@ -103,7 +109,7 @@ def compare(ours: list[dict], theirs: dict) -> dict:
 
 def run_client(python: str, export: Path, questions_file: Path, out: Path, max_new_tokens: int) -> dict:
     proc = subprocess.run([python, str(HERE / "hf_client.py"), str(export), str(questions_file), str(out),
-                           "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True)
+                           "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{python} hf_client.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -111,7 +117,7 @@ def run_client(python: str, export: Path, questions_file: Path, out: Path, max_n
 
 def run_lmms_eval(python: str, export: Path, questions_file: Path, out: Path, max_new_tokens: int) -> dict:
     proc = subprocess.run([python, str(HERE / "lmms_eval_client.py"), str(export), str(questions_file), str(out),
-                           "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True)
+                           "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{python} lmms_eval_client.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())

@@ -97,14 +97,15 @@ def worker_naive(tasks: list[Path], out: Path, method: str, preset: str | None) 
     from safetensors.torch import load_file
 
     from robustmerge.methods import ModuleContext, get_method
+    from robustmerge.taskfolder import ADAPTER_BIN, PROJECTOR_FILE, find_weight_file
 
     m = get_method(method)
     p = m.resolve(preset, {})
     states = []
     for t in tasks:
-        w = t / "adapter_model.safetensors"
-        states.append(load_file(w) if w.exists() else torch.load(t / "adapter_model.bin", weights_only=True))
-    extras = [torch.load(t / "non_lora_trainables.bin", weights_only=True) for t in tasks]
+        w = find_weight_file(t)
+        states.append(load_file(w) if w.suffix == ".safetensors" else torch.load(w, weights_only=True))
+    extras = [torch.load(t / PROJECTOR_FILE, weights_only=True) for t in tasks]
     merged = {}
     for key in states[0]:
         if ".lora_A." not in key:
@@ -113,8 +114,8 @@ def worker_naive(tasks: list[Path], out: Path, method: str, preset: str | None) 
         A = torch.stack([s[key] for s in states])
         B = torch.stack([s[bkey] for s in states])
         merged[key], merged[bkey] = m.rule(A, B, p, ModuleContext(key, 0, {}))
-    torch.save(merged, out / "adapter_model.bin")
-    torch.save({k: sum(e[k] for e in extras) / len(extras) for k in extras[0]}, out / "non_lora_trainables.bin")
+    torch.save(merged, out / ADAPTER_BIN)
+    torch.save({k: sum(e[k] for e in extras) / len(extras) for k in extras[0]}, out / PROJECTOR_FILE)
 
 
 def worker_peft(tasks: list[Path], combination: str, out: Path) -> None:

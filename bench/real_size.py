@@ -115,8 +115,8 @@ def make_questions(root: Path, n: int) -> list[dict]:
 
 
 def step_base(p: dict, args) -> dict:
-    from robustmerge.atomic import atomic_folder
     from llava.model.tiny import write_clip_tower
+    from robustmerge.atomic import atomic_folder
 
     sizes = sizes_of(args.shape, args.layers)
     with atomic_folder(p["tower"]) as tmp:
@@ -136,7 +136,7 @@ def step_adapters(p: dict, args) -> dict:
 def step_runner(p: dict, args) -> dict:
     """Runner answers at batch size 1 (ids) and 2 (texts) on base + official merge, bf16."""
     from llava.eval.runner import EvalItem, GenerationSettings, load_bundle, run_items
-    from llava.eval.tasks import prompt_as_is
+    from llava.eval.tasks.prompts import prompt_as_is
 
     from .hf_compat import project_answers
 

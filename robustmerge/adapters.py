@@ -1,8 +1,8 @@
 """Read LoRA adapter sets: LLaVA LoRA task folders and plain PEFT adapter folders.
 
-An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` or
-``adapter_model.bin``; LLaVA task folders also carry ``non_lora_trainables.bin`` (the
-fine-tuned projector: the "extra" weights, merged separately) and ``config.json``.
+The folder format (file names, keys, the lazy :class:`~robustmerge.taskfolder.TensorFile`
+reader) is :mod:`robustmerge.taskfolder`'s; LLaVA task folders carry the fine-tuned
+projector too: the "extra" weights, merged separately.
 
 Reading is lazy: opening an :class:`AdapterSet` reads configs and key lists only; the
 tensors of one module are read when the merge driver asks for them (safetensors through
@@ -13,7 +13,7 @@ tensor in memory instead, for sweeps that merge the same set many times.
 Scaling: task n's update is ``ΔW_n = s_n · B_n · A_n`` with ``s_n = lora_alpha / r``
 (``lora_alpha / sqrt(r)`` for rsLoRA; ``rank_pattern`` / ``alpha_pattern`` honoured).
 When every task has the same scaling and rank for every module, factors are merged as
-stored and the output reuses the first task's ``adapter_config.json`` (the released
+stored and the output reuses the first task's adapter config (the released
 RobustMerge behaviour). Otherwise each task's scaling is folded into its B and ranks are
 zero-padded to the largest rank (both exact for sums of factors), and the output config
 gets ``lora_alpha = r`` so the loader's scaling is 1; :attr:`AdapterSet.harmonisation`
@@ -21,172 +21,19 @@ says what was done.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import MergeInputError
-from .hashing import EXTRA_FILE, WEIGHT_FILES, find_weight_file
+from .taskfolder import PROJECTOR_FILE, TensorFile, load_bin, open_folder  # noqa: F401 (TensorFile, load_bin re-exported)
 
 log = logging.getLogger(__name__)
-
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
-
-
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-class TensorFile:
-    """Lazy access to the tensors of one weight file (safetensors or torch pickle)."""
-
-    REMAP_BYTES = 64 << 20
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None
-        self._offsets: dict[str, tuple[int, int]] = {}
-        self._data_start = 0
-        self._bin: dict[str, torch.Tensor] | None = None
-        self._served = 0
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-
-    def meta(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """key -> (shape, dtype), in file order, without reading tensor data."""
-        if self._meta is None:
-            if self.path.suffix == ".safetensors":
-                header = self._read_safetensors_header()
-                self._meta = {}
-                for k, v in header.items():
-                    if v.get("dtype") not in _ST_DTYPES:
-                        raise MergeInputError(f"{self.path}: tensor {k!r} has unsupported dtype {v.get('dtype')}")
-                    self._meta[k] = (tuple(v["shape"]), _ST_DTYPES[v["dtype"]])
-                    self._offsets[k] = tuple(v["data_offsets"])
-            else:
-                self._meta = {k: (tuple(t.shape), t.dtype) for k, t in self._bin_dict().items()}
-        return self._meta
-
-    def keys(self) -> list[str]:
-        return list(self.meta())
-
-    def get(self, key: str, out: torch.Tensor | None = None, copy: bool = True) -> torch.Tensor:
-        """One tensor, read on demand into memory of its own (or into ``out``, e.g. a slice of
-        a stacked buffer, which saves a copy).
-
-        safetensors: read with ``os.pread`` at the offsets of the header (no memory map, so
-        the process's resident memory holds only what the merge is working on).
-        ``.bin``: ``torch.load(mmap=True, weights_only=True)``; the tensor is copied out and
-        the mapping is dropped after :attr:`REMAP_BYTES` bytes, which bounds resident memory
-        (``copy=False`` returns the mapped tensor itself, for callers that :meth:`close` soon).
-        """
-        if self.path.suffix != ".safetensors":
-            with self._lock:  # the driver reads modules from several threads
-                src = self._bin_dict()[key]
-                tensor = (src.clone() if copy else src) if out is None else out.copy_(src)
-                self._served += tensor.numel() * tensor.element_size()
-                if self._served > self.REMAP_BYTES:
-                    self._bin, self._served = None, 0
-            return tensor
-        shape, dtype = self.meta()[key]
-        begin, end = self._offsets[key]
-        tensor = torch.empty(shape, dtype=dtype) if out is None else out
-        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype or not tensor.is_contiguous():
-            raise ValueError(f"{key}: out has {tuple(tensor.shape)} {tensor.dtype}, the file {tuple(shape)} {dtype}")
-        if end == begin:
-            return tensor
-        try:
-            with self._lock:
-                if self._fd is None:
-                    self._fd = os.open(self.path, os.O_RDONLY)
-            view = tensor.view(-1).view(torch.uint8).numpy()
-            got = os.preadv(self._fd, [view], self._data_start + begin)  # pread: safe across threads
-        except OSError as exc:
-            raise MergeInputError(f"{self.path}: cannot read tensor {key!r} ({exc}); copy the file again") from exc
-        if got != end - begin:
-            raise MergeInputError(f"{self.path}: tensor {key!r} is truncated; copy the file again from its source")
-        return tensor
-
-    def close(self) -> None:
-        """Release the file descriptor and any memory map."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._bin = None
-
-    def _read_safetensors_header(self) -> dict:
-        # Read and check the header by hand so that a truncated file names itself clearly.
-        try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                if n <= 0 or 8 + n > size:
-                    raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-                header = json.loads(f.read(n))
-            header.pop("__metadata__", None)
-            end = max((v["data_offsets"][1] for v in header.values()), default=0)
-            self._data_start = 8 + n
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise MergeInputError(
-                f"{self.path}: not a readable safetensors file ({exc}); copy it again from its source"
-            ) from exc
-        if 8 + n + end > size:
-            raise MergeInputError(
-                f"{self.path}: truncated ({size} bytes, its header promises {8 + n + end}); "
-                "copy it again from its source"
-            )
-        return header
-
-    def _bin_dict(self) -> dict[str, torch.Tensor]:
-        if self._bin is None:
-            self._bin = load_bin(self.path)
-        return self._bin
-
-
-def load_bin(path: Path) -> dict[str, torch.Tensor]:
-    """Load a torch-pickled dict of tensors safely (``weights_only=True``, mmap when possible)."""
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except MergeInputError:
-        raise
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise MergeInputError(
-                f"{path}: the pickle holds more than plain tensors, so it is not loaded (a pickle "
-                "can run code). Re-save it as a dict of tensors or as safetensors"
-            ) from exc
-        raise MergeInputError(
-            f"{path}: cannot read weights ({type(exc).__name__}: {exc}); the file looks truncated "
-            "or corrupt: copy it again from its source"
-        ) from exc
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise MergeInputError(
-            f"{path}: expected a dict of name -> tensor, found {type(obj).__name__}; "
-            "re-save the weights as a state dict"
-        )
-    return obj
-
 
 def scaling_of(r: int, alpha: float, rslora: bool) -> float:
     """LoRA scaling s = alpha / r (alpha / sqrt(r) for rsLoRA)."""
@@ -207,7 +54,7 @@ class TaskAdapter:
 
     @property
     def extras(self) -> TensorFile:
-        """The extra weights file (``non_lora_trainables.bin``), opened once."""
+        """The extra weights file (the projector), opened once."""
         if self._extras is None:
             self._extras = TensorFile(self.extra_file)
         return self._extras
@@ -238,48 +85,10 @@ def _pattern_matches(pattern: str, module: str) -> bool:
 
 def open_task(path: str | os.PathLike) -> TaskAdapter:
     """Open one adapter folder and index its LoRA keys by module (no tensors read yet)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise MergeInputError(f"{path}: adapter folder not found; pass the folder that holds adapter_config.json")
-    cfg_path = path / "adapter_config.json"
-    if not cfg_path.is_file():
-        raise MergeInputError(f"{cfg_path}: missing; an adapter folder needs its adapter_config.json")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MergeInputError(f"{cfg_path}: not valid JSON ({exc}); restore the file") from exc
-    weight_file = find_weight_file(path)
-    if weight_file is None:
-        raise MergeInputError(
-            f"{path}: no adapter weights (looked for {' or '.join(WEIGHT_FILES)}); "
-            "copy the adapter's weight file into the folder"
-        )
-    extra = path / EXTRA_FILE
-    task = TaskAdapter(path, config, weight_file, extra if extra.is_file() else None, TensorFile(weight_file))
-    task.modules = _index_modules(task.weights.keys(), weight_file)
+    folder = open_folder(path)
+    task = TaskAdapter(folder.path, folder.config, folder.weight_file, folder.projector_file, folder.weights)
+    task.modules = folder.lora_modules()
     return task
-
-
-def _index_modules(keys: list[str], weight_file: Path) -> dict[str, tuple[str, str]]:
-    found: dict[str, dict[str, str]] = {}
-    for key in keys:
-        m = _LORA_KEY.match(key)
-        if m is None:
-            raise MergeInputError(
-                f"{weight_file}: key {key!r} is not a LoRA factor (expected '<module>.lora_A.weight' "
-                "or '<module>.lora_B.weight'); remove it or save the adapter without extra weights"
-            )
-        found.setdefault(m["module"], {})[m["factor"]] = key
-    for module, pair in found.items():
-        if set(pair) != {"A", "B"}:
-            missing = "B" if "A" in pair else "A"
-            raise MergeInputError(
-                f"{weight_file}: module {module!r} has lora_{'A' if missing == 'B' else 'B'} but no "
-                f"lora_{missing}; the file is incomplete, re-export the adapter"
-            )
-    if not found:
-        raise MergeInputError(f"{weight_file}: holds no LoRA weights")
-    return {m: (p["A"], p["B"]) for m, p in found.items()}
 
 
 @dataclass
@@ -451,7 +260,7 @@ class AdapterSet:
         return sub
 
     def output_config(self) -> dict:
-        """adapter_config.json for the merged adapter."""
+        """The adapter config (a dict) of the merged adapter."""
         cfg = dict(self.tasks[0].config)
         if self.fold_scaling:
             cfg.update(r=self.rank, lora_alpha=self.rank, use_rslora=False, rank_pattern={}, alpha_pattern={})
@@ -473,7 +282,7 @@ class AdapterSet:
         if not all(present):
             missing = [str(t.path) for t, p in zip(self.tasks, present) if not p]
             raise MergeInputError(
-                f"{missing[0]}: no {EXTRA_FILE} although other tasks have one; add it, or merge "
+                f"{missing[0]}: no {PROJECTOR_FILE} although other tasks have one; add it, or merge "
                 "with --extras drop"
             )
         metas = [t.extras.meta() for t in self.tasks]
@@ -531,16 +340,6 @@ def _shape2(t: TaskAdapter, key: str) -> tuple[tuple[int, int], torch.dtype]:
     if not dtype.is_floating_point:
         raise MergeInputError(f"{t.weight_file}: {key!r} has dtype {dtype}; LoRA factors are floating point")
     return shape, dtype
-
-
-def strip_extra_key(key: str) -> str:
-    """Output name of an extra weight, as the released merge (and LLaVA's loader) write it:
-    drop ``base_model.``, then ``model.`` when the key starts with ``model.model.``."""
-    if key.startswith("base_model."):
-        key = key[len("base_model."):]
-    if key.startswith("model.model."):
-        key = key[len("model."):]
-    return key
 
 
 def load_adapter_set(paths: list[str | os.PathLike]) -> AdapterSet:

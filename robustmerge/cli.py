@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import MergeInputError
 from robustmerge.errors import cli_main
+from .taskfolder import ADAPTER_BIN, MERGE_RECORD
 
 
 def parse_key_values(items: list[str], what: str = "--set") -> dict:
@@ -75,9 +76,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
         from .hashing import InputHasher, task_files
 
         hasher = InputHasher(task_files(adapters))
-    from .driver import merge_to_folder
+    from .driver import _merge_to_folder  # merge_to_folder with the hasher already running
 
-    record = merge_to_folder(
+    record = _merge_to_folder(
         adapters, out,
         method=args.method or cfg.get("method", "robustmerge"),
         preset=args.preset or cfg.get("preset"),
@@ -154,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="cpu | cuda[:N] | auto (default cpu)")
     m.add_argument("--seed", type=int, help="seed for randomised rules (DARE); default 0")
     m.add_argument("--extras", choices=("mean", "first", "drop"), help="rule for non-LoRA weights (projector); default mean")
-    m.add_argument("--write-bin", action="store_true", help="also write the legacy adapter_model.bin")
+    m.add_argument("--write-bin", action="store_true", help=f"also write the legacy {ADAPTER_BIN}")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     m.add_argument("--no-hash", action="store_true",
-                   help="skip the inputs' sha256 in merge_record.json (saves ~1 CPU-second per 2 GB of inputs)")
+                   help=f"skip the inputs' sha256 in {MERGE_RECORD} (saves ~1 CPU-second per 2 GB of inputs)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_merge)
 

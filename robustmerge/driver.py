@@ -11,10 +11,8 @@ For sweeps, ``adapters.materialize()`` reads every tensor once; later merges reu
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
-import shutil
 import threading
 import time
 from collections import deque
@@ -28,11 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .adapters import AdapterSet, BufferPool, load_adapter_set, scaling_of, strip_extra_key
+from .adapters import AdapterSet, BufferPool, load_adapter_set, scaling_of
 from .errors import MergeInputError
 from .hashing import InputHasher
-from .io import SafetensorsStreamWriter, atomic_folder, check_output_folder
+from .io import check_output_folder
 from .methods import ModuleContext, get_method
+from .taskfolder import MERGE_RECORD, MODEL_CONFIG, FolderWriter, projector_key, write_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def merge_extras(adapters: AdapterSet, rule: str) -> dict[str, torch.Tensor]:
             x = adapters.extra_tensor(i, key)
             merged[key] = x if rule == "first" else (1.0 / n) * x if i == 0 else merged[key] + (1.0 / n) * x
         task.extras.close()
-    return {strip_extra_key(k): v for k, v in merged.items()}
+    return {projector_key(k): v for k, v in merged.items()}
 
 
 @dataclass
@@ -199,16 +198,25 @@ def _input_record(adapters: AdapterSet, hasher: InputHasher | None) -> list[dict
 def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", preset: str | None = None,
                     params: dict | None = None, device: str = "cpu", seed: int = 0, extras: str = "mean",
                     overwrite: bool = False, write_bin: bool = False, hash_inputs: bool = True,
-                    progress: bool = False, hasher: InputHasher | None = None) -> dict:
+                    progress: bool = False) -> dict:
     """Merge module by module straight into ``out`` (atomically) and return the merge record.
 
-    Writes ``adapter_config.json``, ``adapter_model.safetensors`` (PEFT-loadable; keys as the
-    inputs'), ``non_lora_trainables.bin`` (when the tasks have extras), the first task's
-    ``config.json``, ``merge_record.json`` and, with ``write_bin``, the legacy
-    ``adapter_model.bin``. With ``hash_inputs=False`` the record's input sha256 fields are
-    null (the inputs are not read a second time). ``hasher``: an :class:`InputHasher`
-    already working on the input files (the CLI starts one before importing torch).
+    Writes (:mod:`robustmerge.taskfolder` names the files) the adapter config, the LoRA as
+    safetensors (PEFT-loadable; keys as the inputs'), the projector (when the tasks have
+    extras), the first task's model config, the merge record and, with ``write_bin``, the
+    legacy ``.bin`` copy of the LoRA. With ``hash_inputs=False`` the record's input sha256 fields are
+    null (the inputs are not read a second time); otherwise they are hashed on a background
+    thread while the merge runs.
     """
+    return _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                            hash_inputs, progress, hasher=None)
+
+
+def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras, overwrite, write_bin,
+                     hash_inputs, progress, hasher: InputHasher | None) -> dict:
+    """:func:`merge_to_folder` (same arguments, in order), optionally with an
+    :class:`InputHasher` already working on the input files: the CLI's internal path (it
+    starts hashing before importing torch)."""
     t0 = time.perf_counter()
     plan = Plan.make(adapters, method, preset, params, device, seed, extras)
     ad = plan.adapters
@@ -218,36 +226,33 @@ def merge_to_folder(adapters, out: str | Path, method: str = "robustmerge", pres
         hasher = None
     elif hasher is None:  # hashing overlaps with the merge
         hasher = InputHasher([t.weight_file for t in ad.tasks] + [t.extra_file for t in ad.tasks if t.extra_file])
-    with atomic_folder(out) as tmp:
-        _write_lora(plan, tmp, progress)
+    with write_folder(out) as folder:
+        _write_lora(plan, folder, progress)
         extra = plan.merged_extras()
         if extra:
-            torch.save(extra, tmp / "non_lora_trainables.bin")
-        (tmp / "adapter_config.json").write_text(json.dumps(ad.output_config(), indent=2) + "\n")
-        if (ad.tasks[0].path / "config.json").is_file():
-            shutil.copyfile(ad.tasks[0].path / "config.json", tmp / "config.json")
+            folder.projector(extra)
+        folder.adapter_config(ad.output_config())
+        if (ad.tasks[0].path / MODEL_CONFIG).is_file():
+            folder.model_config(ad.tasks[0].path / MODEL_CONFIG)
         if write_bin:
-            from safetensors.torch import load_file
-
-            torch.save(load_file(tmp / "adapter_model.safetensors"), tmp / "adapter_model.bin")
+            folder.lora_bin_copy()
         record = {**plan.describe(), "inputs": _input_record(ad, hasher), "versions": _versions(),
-                  "outputs": sorted(p.name for p in tmp.iterdir()) + ["merge_record.json"],
+                  "outputs": folder.names() + [MERGE_RECORD],
                   "wall_time_s": round(time.perf_counter() - t0, 3),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (tmp / "merge_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        folder.merge_record(record)
     log.info("wrote %s (%s, %.2f s)", out, method, record["wall_time_s"])
     return record
 
 
-def _write_lora(plan: Plan, folder: Path, progress: bool) -> None:
+def _write_lora(plan: Plan, folder: FolderWriter, progress: bool) -> None:
     ad = plan.adapters
     layout = []
     for module in ad.modules:  # data in module order; the header lists every key
         spec = ad.specs[module]
         a_key, b_key = ad.tasks[0].modules[module]
         layout += [(a_key, (ad.rank, spec.d_in), torch.float32), (b_key, (spec.d_out, ad.rank), torch.float32)]
-    writer = SafetensorsStreamWriter(folder / "adapter_model.safetensors", layout, {"merge_method": plan.method},
-                                     header_order=[key for _, _, key in ad.key_order()])
+    writer = folder.lora_stream(layout, {"merge_method": plan.method}, header_order=[key for _, _, key in ad.key_order()])
     for module, a, b in plan.modules(progress):
         a_key, b_key = ad.tasks[0].modules[module]
         writer.write(a_key, a)

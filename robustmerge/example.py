@@ -19,6 +19,7 @@ from .driver import merge_to_folder
 from .errors import MergeInputError
 from .methods import REGISTRY
 from .synthetic import LlamaShape, write_task_adapters
+from .taskfolder import MERGE_RECORD
 
 
 def kept_share(adapters, merged_folder: Path) -> tuple[float, float]:
@@ -58,5 +59,5 @@ def run_example(out: Path, seed: int = 0, overwrite: bool = False) -> int:
             cos, ratio = kept_share(adapters, folder)
             print(f"| {name} | {preset or '-'} | {cos:.3f} | {ratio:.3f} | {wall:.2f} |")
     print()
-    print(f"merged adapters (PEFT-loadable, with merge_record.json) are in {out / 'merged'}")
+    print(f"merged adapters (PEFT-loadable, with {MERGE_RECORD}) are in {out / 'merged'}")
     return 0

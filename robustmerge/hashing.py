@@ -1,7 +1,6 @@
 """Input hashing for the merge record, without importing torch, so the CLI can start it
-before the (single-threaded, ≈ 1.5 s) torch import and use the otherwise idle core.
-
-File names of a task folder live here too (``adapters`` imports them), for the same reason.
+before the (single-threaded, ≈ 1.5 s) torch import and use the otherwise idle core
+(:mod:`robustmerge.taskfolder`, which names the files, imports torch only when tensors are read).
 """
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # the first present is used
-EXTRA_FILE = "non_lora_trainables.bin"
+from .taskfolder import find_projector_file, find_weight_file
 
 
 def sha256_file(path: Path, window: int = 64 << 20) -> str:
@@ -30,16 +28,11 @@ def sha256_file(path: Path, window: int = 64 << 20) -> str:
     return h.hexdigest()
 
 
-def find_weight_file(folder: Path) -> Path | None:
-    """The task folder's adapter weights: the first of :data:`WEIGHT_FILES` present."""
-    return next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-
-
 def task_files(folders: list[str | Path]) -> list[Path]:
     """The files a merge of these task folders reads (weights, then extras), where present."""
     files = []
     for folder in map(Path, folders):
-        files += [f for f in (find_weight_file(folder), folder / EXTRA_FILE) if f is not None and f.is_file()]
+        files += [f for f in (find_weight_file(folder), find_projector_file(folder)) if f is not None]
     return files
 
 

@@ -8,13 +8,13 @@ in common to keep.
 """
 from __future__ import annotations
 
-import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .io import SafetensorsStreamWriter
+from .taskfolder import FolderWriter, lora_key, peft_name, write_folder
 
 PROJ = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
         ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
@@ -43,11 +43,11 @@ class LlamaShape:
         h, i = self.hidden, self.intermediate
         dims = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-        return [(f"base_model.model.model.layers.{layer}.{block}.{proj}", *dims[proj])
+        return [(peft_name(f"model.layers.{layer}.{block}.{proj}"), *dims[proj])
                 for layer in range(self.layers) for block, proj in PROJ]
 
     def projector(self) -> list[tuple[str, tuple[int, ...]]]:
-        p, h = "base_model.model.model.mm_projector", self.hidden
+        p, h = peft_name("model.mm_projector"), self.hidden
         return [(f"{p}.0.weight", (h, self.mm_hidden)), (f"{p}.0.bias", (h,)),
                 (f"{p}.2.weight", (h, h)), (f"{p}.2.bias", (h,))]
 
@@ -108,46 +108,52 @@ def write_task_adapters(root: Path, n_tasks: int, shape: LlamaShape = LlamaShape
         raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
     names = names or [f"task{n}" for n in range(n_tasks)]
     folders = [Path(root) / name for name in names]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    layout = [(f"{name}.lora_{f}.weight", (r, d_in) if f == "A" else (d_out, r), dtype)
-              for name, d_in, d_out in shape.modules() for f in "AB"]
-    writers = [SafetensorsStreamWriter(f / "adapter_model.safetensors", layout) for f in folders] \
-        if fmt == "safetensors" else None
-    states: list[dict] = [{} for _ in folders]
-    for m, (name, d_in, d_out) in enumerate(shape.modules()):
-        shared_gen = torch.Generator().manual_seed(seed * 1_000_003 + m)
-        shared = lora_factors(d_in, d_out, r, shared_gen) if share > 0 else None
-        for task in range(len(folders)):
-            gen = torch.Generator().manual_seed((seed + 1) * 1_000_033 + task * 10_007 + m)
-            a, b = lora_factors(d_in, d_out, r, gen, shared, share)
-            for key, t in ((f"{name}.lora_A.weight", a.to(dtype)), (f"{name}.lora_B.weight", b.to(dtype))):
-                if writers:
-                    writers[task].write(key, t)
-                else:
-                    states[task][key] = t
-    for task, folder in enumerate(folders):
-        if writers:
-            writers[task].close()
-        else:
-            torch.save(states[task], folder / "adapter_model.bin")
-        _write_side_files(folder, task, shape, r, alpha, dtype, seed, with_extras)
+    with ExitStack() as stack:  # every folder appears whole, or none on failure
+        writers = [stack.enter_context(write_folder(f)) for f in folders]
+        _write_factors(writers, shape, r, dtype, seed, fmt, share)
+        for task, writer in enumerate(writers):
+            _write_side_files(writer, task, shape, r, alpha, dtype, seed, with_extras)
     return folders
 
 
-def _write_side_files(folder: Path, task: int, shape: LlamaShape, r: int, alpha: float, dtype: torch.dtype,
+def _write_factors(writers: list[FolderWriter], shape: LlamaShape, r: int, dtype: torch.dtype, seed: int, fmt: str,
+                   share: float) -> None:
+    """Generate the LoRA factors module by module, streamed into every task's weight file."""
+    layout = [(lora_key(name, f), (r, d_in) if f == "A" else (d_out, r), dtype)
+              for name, d_in, d_out in shape.modules() for f in "AB"]
+    streams = [w.lora_stream(layout) for w in writers] if fmt == "safetensors" else None
+    states: list[dict] = [{} for _ in writers]
+    for m, (name, d_in, d_out) in enumerate(shape.modules()):
+        shared_gen = torch.Generator().manual_seed(seed * 1_000_003 + m)
+        shared = lora_factors(d_in, d_out, r, shared_gen) if share > 0 else None
+        for task in range(len(writers)):
+            gen = torch.Generator().manual_seed((seed + 1) * 1_000_033 + task * 10_007 + m)
+            a, b = lora_factors(d_in, d_out, r, gen, shared, share)
+            for key, t in ((lora_key(name, "A"), a.to(dtype)), (lora_key(name, "B"), b.to(dtype))):
+                if streams:
+                    streams[task].write(key, t)
+                else:
+                    states[task][key] = t
+    for task, writer in enumerate(writers):
+        if streams:
+            streams[task].close()
+        else:
+            writer.lora(states[task], fmt="bin")
+
+
+def _write_side_files(writer: FolderWriter, task: int, shape: LlamaShape, r: int, alpha: float, dtype: torch.dtype,
                       seed: int, with_extras: bool) -> None:
     if with_extras:
         gen = torch.Generator().manual_seed(seed * 31 + 17)
         tgen = torch.Generator().manual_seed(seed * 31 + 1000 + task)
         extras = {k: (0.05 * torch.randn(s, generator=gen) + 0.01 * torch.randn(s, generator=tgen)).to(dtype)
                   for k, s in shape.projector()}
-        torch.save(extras, folder / "non_lora_trainables.bin")
+        writer.projector(extras)
     config = {
         "base_model_name_or_path": "llava-v1.5-tiny", "bias": "none", "fan_in_fan_out": False,
         "inference_mode": True, "init_lora_weights": True, "lora_alpha": alpha, "lora_dropout": 0.05,
         "modules_to_save": None, "peft_type": "LORA", "r": r, "revision": None,
         "target_modules": [p for _, p in PROJ], "task_type": "CAUSAL_LM",
     }
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "config.json").write_text(json.dumps(llava_run_config(shape), indent=2) + "\n")
+    writer.adapter_config(config)
+    writer.model_config(llava_run_config(shape), sort_keys=False)

@@ -12,7 +12,14 @@ Layout (two Markdown tables like the paper, one CSV with every column):
 
 ``--layout demo`` uses the built-in demo's miniature benchmark instead (its seven seen and
 three unseen tasks, see :mod:`robustmerge.demo`; no POPE / MME / MMBench table). A layout is a
-:class:`Layout`: seen tasks, unseen tasks, general tasks and the first table's title.
+:class:`Layout`: seen tasks, unseen tasks, general tasks, the first table's title, each column's
+decimals and accepted result names, and the paper's numbers.
+
+This module knows no task: layouts come from providers, resolved lazily by :func:`get_layout`
+(``LAYOUT_PROVIDERS``: "paper" is ``llava.eval.tasks.benchmark:paper_layout``, built from the
+task specs in ``llava/eval/tasks/`` and ``$LLAVA_TASKS_PATH``; "demo" is
+``robustmerge.demo.tasks:demo_layout``), or registered with :func:`register_layout`. Importing
+``robustmerge.table`` imports no ``llava`` module.
 
 Rows are runs (folders of ``--results``), in ``--runs`` order, or by default alphabetical
 with ``zero-shot``, ``individual`` and ``multi-task`` first when present. With
@@ -30,31 +37,27 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from robustmerge.atomic import write_text_atomic
-from robustmerge.paper_numbers import PAPER, normalize_name, paper_method
+from robustmerge.paper_numbers import normalize_name, paper_method
 from robustmerge.errors import UserError, cli_main
 
 logger = logging.getLogger(__name__)
 
-SEEN = ("ScienceQA", "ImageNet", "VQAv2", "REC", "OCRVQA", "VizWiz", "Flickr30k", "IconQA")
-UNSEEN = ("AOKVQA", "ImageNet-R", "Screen2Words", "TabMWP")
-GENERAL = ("POPE", "MME", "MMBench")
-TASKS = SEEN + UNSEEN + GENERAL
 SEEN_AVG, UNSEEN_AVG = "seen avg", "unseen avg"
-MERGEBENCH_COLUMNS = SEEN + (SEEN_AVG,) + UNSEEN + (UNSEEN_AVG,)
-COLUMNS = MERGEBENCH_COLUMNS + GENERAL
-AVERAGES = {SEEN_AVG: SEEN, UNSEEN_AVG: UNSEEN}
-DECIMALS = {c: 1 for c in GENERAL}          # others: 2, as in the paper
 FIRST_RUNS = ("zero-shot", "individual", "multi-task")
-# Column -> the task names a result.json in that folder may carry (the scorers' own names).
-RESULT_TASKS = {"REC": {"REC", "Grounding"}, "VizWiz": {"VizWiz", "VizWiz-caption"}}
+#: layout name -> "module:function" returning a :class:`Layout` (imported on first use)
+LAYOUT_PROVIDERS: dict[str, str | Callable[[], "Layout"]] = {
+    "paper": "llava.eval.tasks.benchmark:paper_layout",
+    "demo": "robustmerge.demo.tasks:demo_layout",
+}
 MISSING = "–"
 STRICT_MARK = "*"
 
@@ -73,6 +76,9 @@ class Layout:
     seen: tuple[str, ...]
     unseen: tuple[str, ...]
     general: tuple[str, ...] = ()
+    decimals: Mapping[str, int] = field(default_factory=dict)            # column -> decimals (default 2)
+    result_names: Mapping[str, frozenset] = field(default_factory=dict)  # column -> task names a result may carry
+    paper: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # method -> column -> number
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -91,19 +97,23 @@ class Layout:
         return {SEEN_AVG: self.seen, UNSEEN_AVG: self.unseen}
 
 
-PAPER_LAYOUT = Layout("paper", "MM-MergeBench", SEEN, UNSEEN, GENERAL)
-LAYOUTS = ("paper", "demo")
+def register_layout(name: str, provider: str | Callable[[], Layout]) -> None:
+    """Add (or replace) a layout provider: a function, or ``"module:function"`` imported lazily."""
+    LAYOUT_PROVIDERS[name] = provider
 
 
-def get_layout(name: str) -> Layout:
-    """The layout called ``name`` ("paper", the default, or "demo")."""
-    if name == "paper":
-        return PAPER_LAYOUT
-    if name == "demo":
-        from robustmerge.demo.layout import DEMO_SEEN, DEMO_UNSEEN
-
-        return Layout("demo", "MM-MergeBench miniature (robustmerge demo)", DEMO_SEEN, DEMO_UNSEEN)
-    raise TableError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}")
+def get_layout(name: str = "paper") -> Layout:
+    """The layout called ``name`` ("paper", the default, "demo", or a registered one)."""
+    provider = LAYOUT_PROVIDERS.get(name)
+    if provider is None:
+        raise TableError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUT_PROVIDERS)}")
+    if isinstance(provider, str):
+        module, _, attr = provider.partition(":")
+        try:
+            provider = getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise TableError(f"layout {name!r} comes from {module}, which cannot be imported ({e})") from None
+    return provider()
 
 
 @dataclass
@@ -129,7 +139,7 @@ class Row:
 # ----------------------------------------------------------------------------- reading
 
 
-def load_result(path: Path, task: str) -> Cell:
+def load_result(path: Path, task: str, layout: Layout | None = None) -> Cell:
     """Read one result.json into a :class:`Cell` (its ``metrics[headline]`` and protocol)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -139,7 +149,8 @@ def load_result(path: Path, task: str) -> Cell:
         raise TableError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); re-run the scorer") from None
     if not isinstance(data, dict) or not {"metrics", "headline", "protocol"} <= data.keys():
         raise TableError(f"{path}: not a result file (needs metrics, headline, protocol)")
-    if data.get("task", task) not in RESULT_TASKS.get(task, {task}):
+    names = (layout.result_names.get(task) if layout else None) or {task}
+    if data.get("task", task) not in names:
         raise TableError(f"{path}: holds task {data['task']!r} but sits in the {task!r} folder")
     value = data["metrics"].get(data["headline"])
     if not isinstance(value, (int, float)):
@@ -165,8 +176,9 @@ def order_runs(runs: Sequence[str], first: Sequence[str] = FIRST_RUNS) -> list[s
     return sorted(runs, key=lambda r: (rank.get(normalize_name(r), len(rank)), r.lower(), r))
 
 
-def collect(results_dir: Path, runs: Sequence[str], layout: Layout = PAPER_LAYOUT) -> dict[str, dict[str, Cell]]:
+def collect(results_dir: Path, runs: Sequence[str], layout: Layout | None = None) -> dict[str, dict[str, Cell]]:
     """``{run: {task: Cell}}`` for every task of the layout; absent files become missing cells."""
+    layout = layout or get_layout()
     out = {}
     for run in runs:
         run_dir = results_dir / run
@@ -174,7 +186,7 @@ def collect(results_dir: Path, runs: Sequence[str], layout: Layout = PAPER_LAYOU
         for task in layout.tasks:
             path = run_dir / task / "result.json"
             if path.is_file():
-                cells[task] = load_result(path, task)
+                cells[task] = load_result(path, task, layout)
             else:
                 cells[task] = Cell(why="no folder for this run" if not run_dir.is_dir() else "no result.json")
         _warn_unknown(run_dir, layout)
@@ -182,7 +194,7 @@ def collect(results_dir: Path, runs: Sequence[str], layout: Layout = PAPER_LAYOU
     return out
 
 
-def _warn_unknown(run_dir: Path, layout: Layout = PAPER_LAYOUT) -> None:
+def _warn_unknown(run_dir: Path, layout: Layout) -> None:
     if run_dir.is_dir():
         odd = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in layout.tasks)
         if odd:
@@ -192,8 +204,9 @@ def _warn_unknown(run_dir: Path, layout: Layout = PAPER_LAYOUT) -> None:
 # ----------------------------------------------------------------------------- rows
 
 
-def with_averages(cells: dict[str, Cell], layout: Layout = PAPER_LAYOUT) -> dict[str, Cell]:
+def with_averages(cells: dict[str, Cell], layout: Layout | None = None) -> dict[str, Cell]:
     """Add the seen and unseen averages; an average is missing if any of its cells is."""
+    layout = layout or get_layout()
     out = dict(cells)
     for avg, tasks in layout.averages.items():
         lacking = [t for t in tasks if cells[t].value is None]
@@ -206,15 +219,16 @@ def with_averages(cells: dict[str, Cell], layout: Layout = PAPER_LAYOUT) -> dict
     return out
 
 
-def reference_rows(run: str, run_cells: dict[str, Cell]) -> list[Row]:
+def reference_rows(run: str, run_cells: dict[str, Cell], layout: Layout | None = None) -> list[Row]:
     """The paper's row for ``run`` and the difference row (run − paper); [] if no match."""
+    layout = layout or get_layout()
     method = paper_method(run)
-    if method is None:
+    if method is None or method not in layout.paper:
         return []
-    ref = PAPER[method]
-    paper = Row(f"paper: {method}", "paper", {c: Cell(ref.get(c), None) for c in COLUMNS}, run)
+    ref = layout.paper[method]
+    paper = Row(f"paper: {method}", "paper", {c: Cell(ref.get(c), None) for c in layout.columns}, run)
     delta = Row("Δ vs paper", "delta", run=run)
-    for c in COLUMNS:
+    for c in layout.columns:
         mine, theirs = run_cells[c].value, ref.get(c)
         both = mine is not None and theirs is not None
         delta.cells[c] = Cell(mine - theirs if both else None, None)
@@ -222,34 +236,36 @@ def reference_rows(run: str, run_cells: dict[str, Cell]) -> list[Row]:
 
 
 def build_rows(collected: dict[str, dict[str, Cell]], reference: str | None = None,
-               layout: Layout = PAPER_LAYOUT) -> list[Row]:
+               layout: Layout | None = None) -> list[Row]:
     """Run rows (with averages) in the given order, each followed by its reference rows."""
-    if reference == "paper" and layout is not PAPER_LAYOUT:
+    layout = layout or get_layout()
+    if reference == "paper" and not layout.paper:
         raise TableError(f"--reference paper needs the paper layout, not {layout.name!r}")
     rows = []
     for run, cells in collected.items():
         full = with_averages(cells, layout)
         rows.append(Row(run, "run", full, run))
         if reference == "paper":
-            rows += reference_rows(run, full)
+            rows += reference_rows(run, full, layout)
     return rows
 
 
 # ----------------------------------------------------------------------------- rendering
 
 
-def format_cell(row: Row, column: str) -> str:
-    """Fixed decimals (2, or 1 for POPE/MME/MMBench); signed for Δ rows; "*" for strict."""
+def format_cell(row: Row, column: str, layout: Layout | None = None) -> str:
+    """Fixed decimals (the layout's: 2, or 1 for POPE/MME/MMBench); signed for Δ rows; "*" for strict."""
     cell = row.cells[column]
     if cell.value is None:
         return MISSING if row.kind == "run" else ""
-    d = DECIMALS.get(column, 2)
+    d = (layout.decimals if layout else {}).get(column, 2)
     text = f"{cell.value:+.{d}f}" if row.kind == "delta" else f"{cell.value:.{d}f}"
     return text + (STRICT_MARK if cell.protocol in ("strict", "mixed") else "")
 
 
-def row_protocol(row: Row, layout: Layout = PAPER_LAYOUT) -> str:
+def row_protocol(row: Row, layout: Layout | None = None) -> str:
     """"official", "strict", "mixed (strict: A, B)" or "" (reference rows / nothing found)."""
+    layout = layout or get_layout()
     found = {t: row.cells[t].protocol for t in layout.tasks if row.cells[t].protocol}
     kinds = set(found.values())
     if len(kinds) <= 1:
@@ -258,15 +274,16 @@ def row_protocol(row: Row, layout: Layout = PAPER_LAYOUT) -> str:
     return f"mixed (strict: {', '.join(strict)})"
 
 
-def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
+def markdown_table(rows: Sequence[Row], columns: Sequence[str], layout: Layout | None = None) -> str:
     lines = ["| run | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row in rows:
-        lines.append(f"| {row.label} | " + " | ".join(format_cell(row, c) for c in columns) + " |")
+        lines.append(f"| {row.label} | " + " | ".join(format_cell(row, c, layout) for c in columns) + " |")
     return "\n".join(lines)
 
 
-def footnotes(rows: Sequence[Row], results_dir: Path, layout: Layout = PAPER_LAYOUT) -> list[str]:
+def footnotes(rows: Sequence[Row], results_dir: Path, layout: Layout | None = None) -> list[str]:
     """Explanations: protocol markers, every missing cell and every incomplete result."""
+    layout = layout or get_layout()
     notes = [f"Unmarked numbers use the official protocol; {STRICT_MARK} = strict protocol (or an "
              "average over a strict number).",
              f"{MISSING} = missing; an average is missing when any of its tasks is."]
@@ -284,21 +301,23 @@ def footnotes(rows: Sequence[Row], results_dir: Path, layout: Layout = PAPER_LAY
     return notes
 
 
-def render_markdown(rows: Sequence[Row], results_dir: Path, layout: Layout = PAPER_LAYOUT) -> str:
+def render_markdown(rows: Sequence[Row], results_dir: Path, layout: Layout | None = None) -> str:
     """Two tables (MM-MergeBench; POPE / MME / MMBench), a protocol column and footnotes
     (one table when the layout has no general tasks)."""
-    parts = [f"### {layout.title}", "", markdown_table(rows, layout.mergebench_columns), ""]
+    layout = layout or get_layout()
+    parts = [f"### {layout.title}", "", markdown_table(rows, layout.mergebench_columns, layout), ""]
     if layout.general:
-        parts += ["### " + " / ".join(layout.general), "", markdown_table(rows, layout.general), ""]
+        parts += ["### " + " / ".join(layout.general), "", markdown_table(rows, layout.general, layout), ""]
     parts += ["Protocols: " + "; ".join(f"{r.label}: {row_protocol(r, layout) or 'none'}"
                                         for r in rows if r.kind == "run"), ""]
     parts += [f"- {n}" for n in footnotes(rows, results_dir, layout)]
     return "\n".join(parts) + "\n"
 
 
-def render_csv(rows: Sequence[Row], layout: Layout = PAPER_LAYOUT) -> str:
+def render_csv(rows: Sequence[Row], layout: Layout | None = None) -> str:
     """One CSV row per table row: run, kind (run / paper / delta), label, every column
     (rounded to 6 decimals, empty when missing), protocol."""
+    layout = layout or get_layout()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["run", "kind", "label", *layout.columns, "protocol"])
@@ -312,7 +331,7 @@ def render_csv(rows: Sequence[Row], layout: Layout = PAPER_LAYOUT) -> str:
 
 
 def make_table(results_dir: str | Path, runs: Sequence[str] | None = None,
-               reference: str | None = None, layout: Layout = PAPER_LAYOUT) -> list[Row]:
+               reference: str | None = None, layout: Layout | None = None) -> list[Row]:
     """Collect the results and build the rows (``runs`` None = every run folder, default order)."""
     results_dir = Path(results_dir)
     if runs is None:
@@ -330,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--runs", default=None, help="comma-separated runs in row order (default: all)")
     p.add_argument("--reference", choices=("paper",), default=None, help="add the paper's rows and differences")
-    p.add_argument("--layout", choices=LAYOUTS, default="paper",
-                   help="task columns: the paper's MM-MergeBench + POPE/MME/MMBench (default) or the demo's miniature")
+    p.add_argument("--layout", default="paper",
+                   help="task columns: the paper's MM-MergeBench + POPE/MME/MMBench (default), the demo's "
+                        "miniature, or a layout registered with register_layout")
     p.add_argument("--out-md", default=None, help="also write the Markdown here")
     p.add_argument("--out-csv", default=None, help="write the CSV here")
     p.add_argument("--log-level", default="WARNING")

@@ -8,11 +8,13 @@ a CI run that silently skipped the parity tests would prove nothing.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 FIXTURES_ENV = "LLAVA_FIXTURES"
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +49,10 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
+    # a UsageError is reported as exactly one line, "ERROR: <message>" on stderr (exit status 4);
+    # pytest.exit would print the message twice, once wrapped in "! _pytest.outcomes.Exit: ... !"
     if in_ci() and not FIXTURES.is_dir():
-        pytest.exit("CI=true: " + missing_fixture_message(FIXTURES), returncode=1)
+        raise pytest.UsageError("CI=true: " + missing_fixture_message(FIXTURES))
 
 
 def pytest_runtest_setup(item):
@@ -68,3 +72,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def llava_ref():
+    """The original code's reference outputs on ``fixtures/llava_tiny``: (reference.json, its tensors).
+    Tests using it are marked ``@needs_fixture("llava_tiny")``."""
+    folder = FIXTURES / "llava_tiny" / "reference"
+    return json.loads((folder / "reference.json").read_text()), load_file(str(folder / "reference.safetensors"))

@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import sys
-import time
 
 import pytest
 import torch
@@ -79,15 +78,12 @@ def test_spectra_never_form_the_dense_update():
     g = torch.Generator().manual_seed(0)
     A = torch.randn(4, 8, 4096, generator=g)
     B = torch.randn(4, 11008, 8, generator=g)
-    t0 = time.perf_counter()
     with MaxNumel() as probe:
         svd = lowrank_svd(B, A)
         s = singular_values(B, A)
         d = direction_metrics(svd, A[0], B[0])
         spectra = pruning_spectra(A, B, keep=0.2)
-    wall = time.perf_counter() - t0
     assert 4 * 11008 * 8 <= probe.max_numel <= 4 * (11008 + 4096) * 8  # the probe sees the factors, nothing larger
-    assert wall < 10, wall
     torch.testing.assert_close(s, svd.S)
     assert spectra["pruned"].shape == (4, 8)
     torch.testing.assert_close(d.cos[0], torch.ones(8, dtype=torch.float64), rtol=0, atol=1e-9)

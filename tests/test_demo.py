@@ -18,7 +18,7 @@ import json
 import pytest
 
 from robustmerge import cli
-from robustmerge.demo.layout import DEMO_SEEN, DEMO_UNSEEN
+from robustmerge.demo.tasks import SEEN as DEMO_SEEN, UNSEEN as DEMO_UNSEEN
 from robustmerge.demo.pipeline import MERGES, DemoSettings, run_demo
 from robustmerge.table import SEEN_AVG, UNSEEN_AVG, get_layout
 

@@ -19,12 +19,15 @@ import pytest
 
 from llava.eval import pipeline, runner, synthetic_data
 from llava.eval.runner import RunnerError
+from llava.eval.scorers.common import ScoreError
+from llava.eval.tasks import tasks
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 6
 #: headline range per task (MME perception: 10 subtasks x 200)
 RANGES = {"MME": (0, 2000)}
 CAPTION_TASKS = ("VizWiz-caption", "Flickr30k", "Screen2Words")
+ALL_TASKS = pipeline.groups()["all"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,7 +55,7 @@ def data(tmp_path_factory) -> Path:
 
 def n_questions(data: Path, task: str) -> int:
     inputs = pipeline.task_inputs(task, data)
-    if task == pipeline.MMBENCH:
+    if task == "MMBench":
         return len(inputs.question_file.read_text().splitlines()) - 1
     return len(runner.read_question_file(inputs.question_file))
 
@@ -61,14 +64,14 @@ def n_questions(data: Path, task: str) -> int:
 def full_run(bundle, data, tmp_path_factory) -> Path:
     """Every task, batch size 1: results/<run>/<task>/."""
     run = tmp_path_factory.mktemp("results") / "tiny-lora"
-    for task in pipeline.ALL_TASKS:
+    for task in ALL_TASKS:
         pipeline.evaluate_task(bundle, task, data, run / pipeline.result_folder(task), max_new_tokens=MAX_TOKENS)
     return run
 
 
 def test_data_folder_layout(data):
     assert sorted(p.name for p in (data / "instructions").iterdir()) == sorted(
-        {t.question_file.split("/")[0] for t in pipeline.task_defs.TASKS.values()})
+        {t.instructions_folder for t in tasks(("seen", "unseen"))})
     assert (data / "datasets/ScienceQA/problems.json").is_file() and (data / "eval/pope/coco").is_dir()
     assert n_questions(data, "MME") == 28 and n_questions(data, "POPE") == 6 and n_questions(data, "MMBench") == 7
     again = synthetic_data.make_benchmark_data(data.parent / "again")   # deterministic
@@ -77,8 +80,8 @@ def test_data_folder_layout(data):
 
 
 def test_every_task_generates_and_scores(full_run, data):
-    assert sorted(p.name for p in full_run.iterdir()) == sorted(pipeline.result_folder(t) for t in pipeline.ALL_TASKS)
-    for task in pipeline.ALL_TASKS:
+    assert sorted(p.name for p in full_run.iterdir()) == sorted(pipeline.result_folder(t) for t in ALL_TASKS)
+    for task in ALL_TASKS:
         folder = full_run / pipeline.result_folder(task)
         result = json.loads((folder / "result.json").read_text())
         n = n_questions(data, task)
@@ -103,7 +106,7 @@ def test_every_task_generates_and_scores(full_run, data):
 def perfect_answers(task: str, data: Path) -> list[dict]:
     """Answers equal to the ground truth, in the runner's format."""
     inputs = pipeline.task_inputs(task, data)
-    if task == pipeline.MMBENCH:
+    if task == "MMBench":
         from llava.eval.mmbench_data import read_mmbench_tsv
 
         rows = read_mmbench_tsv(inputs.question_file)
@@ -113,7 +116,7 @@ def perfect_answers(task: str, data: Path) -> list[dict]:
     labels = {}
     if task == "POPE":
         for split in ("adversarial", "popular", "random"):
-            for row in runner.read_question_file(inputs.ground_truth / f"coco_pope_{split}.json"):
+            for row in runner.read_question_file(inputs.options["annotation_dir"] / f"coco_pope_{split}.json"):
                 labels[(row["image"], row["text"])] = row["label"]
     for q in runner.read_question_file(inputs.question_file):
         if task == "ScienceQA":
@@ -123,17 +126,17 @@ def perfect_answers(task: str, data: Path) -> list[dict]:
         elif task == "POPE":
             text = labels[(q["image"], q["text"].split("\n")[0])].capitalize()
         elif task == "MME":
-            gt = (inputs.ground_truth / q["category"]).rglob(f"{Path(q['image']).stem}.txt")
+            gt = (inputs.options["gt_dir"] / q["category"]).rglob(f"{Path(q['image']).stem}.txt")
             truth = dict(line.split("\t") for f in gt for line in f.read_text().splitlines())
             text = truth[q["text"].split("\n")[0]]
         else:
             text = q["answer"]
         out.append({"question_id": q["question_id"], "prompt": runner.items_from_questions(
-            [q], pipeline.task_defs.get_eval_task(task), ".")[0].prompt.record, "text": text})
+            [q], pipeline.get_spec(task), ".")[0].prompt.record, "text": text})
     return out
 
 
-@pytest.mark.parametrize("task", [t for t in pipeline.ALL_TASKS if t not in CAPTION_TASKS])
+@pytest.mark.parametrize("task", [t for t in ALL_TASKS if t not in CAPTION_TASKS])
 def test_perfect_answers_score_full_marks(task, data, tmp_path):
     """The synthetic data and the scorers fit together (strict protocol: id joins, full parsing)."""
     out = tmp_path / task
@@ -148,7 +151,7 @@ def test_results_tree_feeds_the_table(full_run):
     from robustmerge import table
 
     rows = table.make_table(full_run.parent, [full_run.name])
-    assert all(rows[0].cells[c].value is not None for c in table.COLUMNS)
+    assert all(rows[0].cells[c].value is not None for c in table.get_layout("paper").columns)
 
 
 def test_mmbench_submission_survives_control_characters(data, tmp_path):
@@ -193,7 +196,7 @@ def test_interrupted_then_resumed_run(bundle, data, full_run, tmp_path):
 def test_cli_runners_chunks_and_scorer_cli(tiny, data, full_run, tmp_path, capsys):
     """LLaVA's CLIs: model_vqa_loader in two chunks (then merged), model_vqa_mmbench, the scorer CLIs."""
     from llava.eval import model_vqa_loader, model_vqa_mmbench
-    from llava.eval.scorers import mmbench as mmbench_scorer
+    from llava.eval.scorers.mmbench import main as mmbench_main
     from llava.eval.scorers.__main__ import main as score_main
 
     model, lora = tiny
@@ -223,7 +226,7 @@ def test_cli_runners_chunks_and_scorer_cli(tiny, data, full_run, tmp_path, capsy
     assert answers.read_bytes() == (full_run / "MMBench" / "answers.jsonl").read_bytes()
     row = json.loads(answers.read_text().splitlines()[0])
     assert row["round_id"] == 0 and row["option_char"] == ["A", "B", "C", "D"] and "Answer with" not in row["prompt"]
-    assert mmbench_scorer.main(["--question-file", str(tsv), "--answers-file", str(answers)]) == 0
+    assert mmbench_main(["--question-file", str(tsv), "--answers-file", str(answers)]) == 0
     assert (answers.parent / "submission.xlsx").is_file()
 
 
@@ -274,13 +277,13 @@ def test_bad_inputs_give_clear_errors(tiny, data, full_run, tmp_path, capsys):
     assert "would overwrite the question file" in capsys.readouterr().err and copy.read_text().count("\n") == 3
 
     # answers from another question file, malformed lines: the scorer refuses or counts
-    with pytest.raises(Exception, match="another question file"):
+    with pytest.raises(ScoreError, match="only 1 of 3 answer ids occur in .*TabMWP/test.json.*another question file"):
         pipeline.score_task("TabMWP", data, tmp_path / "x", answers_file=full_run / "IconQA" / "answers.jsonl")
     broken = tmp_path / "broken" / "answers.jsonl"
     broken.parent.mkdir()
     good = (full_run / "TabMWP" / "answers.jsonl").read_text()
     broken.write_text(good + '{"question_id": 5, "te')
-    with pytest.raises(Exception, match="malformed answer lines"):
+    with pytest.raises(ScoreError, match=r"broken/answers.jsonl: malformed answer lines: line 4 \(truncated last line"):
         pipeline.score_task("TabMWP", data, broken.parent)
     result = pipeline.score_task("TabMWP", data, broken.parent, skip_malformed=True, protocol="strict")
     assert result["counts"]["malformed_lines"] == 1 and result["counts"]["missing"] == 0

@@ -14,7 +14,7 @@ from PIL import Image
 
 from llava.eval import runner
 from llava.eval.runner import EvalItem, GenerationSettings, RunnerError
-from llava.eval.tasks import Prompt
+from llava.eval.tasks.prompts import Prompt
 
 PHRASE = "Answer the question using a single word or phrase."
 

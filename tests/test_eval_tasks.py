@@ -1,4 +1,10 @@
-"""The task table matches the benchmark spec, and each task's prompt text is frozen."""
+"""The task specs (llava/eval/tasks/<folder>/task.toml) match the benchmark spec document, and
+each task's prompt text is frozen.
+
+Nothing here copies the task table: the expected values are read from the project's benchmark
+spec (``<fixtures>/../spec/benchmarks.md``, the tables "The twelve MM-MergeBench tasks" and
+"Targets from the paper").
+"""
 
 from __future__ import annotations
 
@@ -7,55 +13,93 @@ import json
 
 import pytest
 
+from conftest import FIXTURES, needs_fixture
 from llava.eval import tasks
-from llava.eval.scorers.registry import canonical_task, get_scorer, task_names
+from llava.eval.tasks import benchmark, prompts
+from robustmerge.table import get_layout
 
-# name: (split, question file, preprocessing, max_new_tokens, scorer, headline)
-SPEC = {
-    "ScienceQA": ("seen", "ScienceQA/test.json", "crop", 1024, "scienceqa", "accuracy"),
-    "ImageNet": ("seen", "ImageNet/test.json", "crop", 1024, "imagenet", "accuracy"),
-    "VQAv2": ("seen", "VQAv2/val.json", "crop", 1024, "vqav2", "accuracy"),
-    "Grounding": ("seen", "Grounding/test.json", "crop", 1024, "grounding", "accuracy"),
-    "OCRVQA": ("seen", "OCRVQA/test.json", "pad", 128, "ocrvqa", "accuracy"),
-    "VizWiz-caption": ("seen", "VizWiz-caption/val.json", "pad", 128, "caption", "CIDEr"),
-    "Flickr30k": ("seen", "flickr30k-caption/val_brief.json", "pad", 128, "caption", "CIDEr"),
-    "IconQA": ("seen", "IconQA/val.json", "pad", 128, "iconqa", "accuracy"),
-    "AOKVQA": ("unseen", "AOKVQA/val.json", "crop", 1024, "aokvqa", "accuracy"),
-    "ImageNet-R": ("unseen", "ImageNet-R/test.json", "pad", 1024, "imagenet", "accuracy"),
-    "Screen2Words": ("unseen", "Screen2words/test.json", "pad", 128, "caption", "CIDEr"),
-    "TabMWP": ("unseen", "TabMWP/test.json", "pad", 128, "iconqa", "accuracy"),
-}
+SPEC_DOC = FIXTURES.joinpath("..", "spec", "benchmarks.md")
+needs_spec_doc = needs_fixture("..", "spec", "benchmarks.md")
 
 
-def test_table_matches_spec():
-    assert list(tasks.TASKS) == list(SPEC) == task_names()
-    for name, row in SPEC.items():
-        t = tasks.TASKS[name]
-        assert (t.split, t.question_file, t.preprocessing, t.max_new_tokens, t.scorer, t.headline) == row, name
-        module = get_scorer(name)
-        assert module.__name__ == f"llava.eval.scorers.{t.scorer}" and name in module.TASKS
-    assert len(tasks.SEEN) == 8 and len(tasks.UNSEEN) == 4
-    assert tasks.CONV_MODE == "vicuna_v1" and tasks.TEMPERATURE == 0.0
+def doc_table(title: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first Markdown table after the heading ``title``."""
+    text = SPEC_DOC.read_text(encoding="utf-8")
+    rows = []
+    for line in text[text.index(title):].splitlines()[1:]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return [r for r in rows[1:] if not set("".join(r)) <= set("-")]
+
+
+@needs_spec_doc
+def test_specs_match_the_benchmark_document():
+    rows = doc_table("## The twelve MM-MergeBench tasks")
+    assert len(rows) == 12
+    for name, split, qfile, preprocessing, tokens, *_ in rows:
+        spec = tasks.get_task(name.split(" ")[0])
+        assert spec.group == split, name
+        assert spec.question_file == "instructions/" + qfile.strip("`"), name
+        assert spec.preprocessing_for("official") == ("pad" if preprocessing == "pad" else "crop"), name
+        assert spec.max_new_tokens == int(tokens), name
+    assert [t.name for t in tasks.tasks(("seen", "unseen"))] == [tasks.get_task(r[0].split(" ")[0]).name
+                                                                for r in rows]
+
+
+@needs_spec_doc
+def test_paper_numbers_match_the_benchmark_document():
+    layout = get_layout("paper")
+    mergebench, general = doc_table("## Targets from the paper"), doc_table("| method | POPE | MME | MMBench |")
+    assert len(mergebench) == 8 and len(general) == 7
+    expected: dict[str, dict[str, float]] = {}
+    for columns, rows in ((layout.mergebench_columns, mergebench), (layout.general, general)):
+        for method, *cells in rows:
+            expected.setdefault(method, {}).update({c: float(v) for c, v in zip(columns, cells) if v})
+    assert layout.paper == expected
+
+
+def test_groups_headlines_and_decoding():
+    assert len(tasks.tasks("seen")) == 8 and len(tasks.tasks("unseen")) == 4
+    assert tasks.task_names("general") == ["POPE", "MME", "MMBench"]
+    assert {t.name: t.headline for t in tasks.tasks() if t.headline != "accuracy"} == {
+        "VizWiz-caption": "CIDEr", "Flickr30k": "CIDEr", "Screen2Words": "CIDEr", "POPE": "f1_mean",
+        "MME": "perception", "MMBench": "circular_accuracy"}
+    assert {t.column: t.decimals for t in tasks.tasks() if t.decimals != 2} == {"POPE": 1, "MME": 1, "MMBench": 1}
+    assert benchmark.CONV_MODE == "vicuna_v1" and benchmark.TEMPERATURE == 0.0
+
+
+def test_every_task_has_the_scorer_interface():
+    for spec in tasks.tasks():
+        module = spec.scorer
+        assert callable(module.score) and callable(module.parse), spec.name
+        assert module.judge is None or callable(module.judge), spec.name
+    assert tasks.get_task("rec").scorer.judge([0.1, 0.1, 0.5, 0.5], {"answer_bbox": "[0.1, 0.1, 0.5, 0.5]",
+                                                                       "size": [10, 20]})
+    assert tasks.get_task("ScienceQA").scorer.parse("The answer is B.") == "B"
 
 
 def test_preprocessing_by_protocol():
-    assert tasks.TASKS["Grounding"].preprocessing_for("official") == "crop"
-    assert tasks.TASKS["Grounding"].preprocessing_for("strict") == "pad"
-    assert tasks.TASKS["ScienceQA"].preprocessing_for("strict") == "crop"
-    assert [t.gt_file for t in tasks.TASKS.values() if t.gt_file] == [
-        "VizWiz-caption/val_coco_type.json", "flickr30k-caption/val_coco_type.json",
-        "Screen2words/test_coco_type.json"]
+    assert tasks.get_task("Grounding").preprocessing_for("official") == "crop"
+    assert tasks.get_task("Grounding").preprocessing_for("strict") == "pad"
+    assert tasks.get_task("ScienceQA").preprocessing_for("strict") == "crop"
+    assert [t.options["gt_file"] for t in tasks.tasks() if "gt_file" in t.options] == [
+        "instructions/VizWiz-caption/val_coco_type.json", "instructions/flickr30k-caption/val_coco_type.json",
+        "instructions/Screen2words/test_coco_type.json"]
 
 
 def test_names_and_aliases():
-    assert canonical_task("rec") == "Grounding" and canonical_task("imagenet-r") == "ImageNet-R"
-    assert tasks.get_task("screen2words").name == "Screen2Words"
-    with pytest.raises(KeyError):
-        canonical_task("POPE")
+    assert tasks.get_task("rec").name == "Grounding" and tasks.get_task("imagenet-r").name == "ImageNet-R"
+    assert tasks.get_task("screen2words").name == "Screen2Words" and tasks.get_task("pope").name == "POPE"
+    assert tasks.get_task("Grounding").column == "REC" and tasks.get_task("Flickr30k").instructions_folder == \
+        "flickr30k-caption"
+    with pytest.raises(KeyError, match="unknown task 'nonsense'; choose one of: ScienceQA, ImageNet"):
+        tasks.get_task("nonsense")
 
 
 PHRASE = "Answer the question using a single word or phrase."
-OPTIONS = tasks.imagenet_option_sentence()
+OPTIONS = prompts.imagenet_option_sentence()
 
 # task: (question, expected user turn, expected stored prompt or None for the default)
 SNAPSHOTS = {
@@ -106,7 +150,7 @@ SNAPSHOTS = {
 @pytest.mark.parametrize("name", list(SNAPSHOTS))
 def test_prompt_snapshot(name):
     question, expected, record = SNAPSHOTS[name]
-    prompt = tasks.TASKS[name].build_prompt(question)
+    prompt = tasks.get_task(name).build_prompt(question)
     if name == "ImageNet":
         assert prompt.text.startswith(expected) and prompt.record.startswith(record)
         assert prompt.text == "<image>\n" + prompt.record
@@ -115,7 +159,7 @@ def test_prompt_snapshot(name):
     else:
         assert prompt.text == expected
         if record is None:      # science runner stores the image token; model_vqa.py stores the bare text
-            science = tasks.TASKS[name].prompt is tasks.prompt_science
+            science = tasks.get_task(name).prompt == "science"
             record = expected if science else expected.removeprefix("<image>\n")
         assert prompt.record == record
     assert prompt.has_image
@@ -123,18 +167,19 @@ def test_prompt_snapshot(name):
 
 def test_scienceqa_text_only_problem_has_no_image_token():
     q = {"question_id": "403", "text": "<image>\nWhich word is a noun?\nA. run\nB. dog\n"}
-    p = tasks.TASKS["ScienceQA"].build_prompt(q)
-    assert p == tasks.Prompt(text="Which word is a noun?\nA. run\nB. dog", record="Which word is a noun?\nA. run\nB. dog",
-                             has_image=False)
+    p = tasks.get_task("ScienceQA").build_prompt(q)
+    assert p == prompts.Prompt(text="Which word is a noun?\nA. run\nB. dog",
+                               record="Which word is a noun?\nA. run\nB. dog",
+                               has_image=False)
 
 
 def test_imagenet_option_sentence_is_the_original(tmp_path, monkeypatch):
-    assert hashlib.sha256(OPTIONS.encode()).hexdigest() == tasks.IMAGENET_TEMPLATE_SHA256
-    data = json.loads(tasks.IMAGENET_OPTIONS_FILE.read_text())
+    assert hashlib.sha256(OPTIONS.encode()).hexdigest() == prompts.IMAGENET_TEMPLATE_SHA256
+    data = json.loads(prompts.IMAGENET_OPTIONS_FILE.read_text())
     assert OPTIONS == data["template_exact"] and len(data["classes"]) == 100
     bad = dict(data, classes=data["classes"][:-1])
     (tmp_path / "o.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="does not match"):
-        tasks.imagenet_option_sentence(str(tmp_path / "o.json"))
-    with pytest.raises(FileNotFoundError, match=tasks.IMAGENET_OPTIONS_ENV):
-        tasks.imagenet_option_sentence(str(tmp_path / "missing.json"))
+        prompts.imagenet_option_sentence(str(tmp_path / "o.json"))
+    with pytest.raises(FileNotFoundError, match=prompts.IMAGENET_OPTIONS_ENV):
+        prompts.imagenet_option_sentence(str(tmp_path / "missing.json"))

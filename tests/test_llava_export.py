@@ -8,29 +8,20 @@ and its `AutoProcessor`, and must reproduce this project's prompt ids, pixel val
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES, needs_fixture
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from llava.model.builder import load_pretrained_model
 
-FIXTURES = Path(os.environ.get("LLAVA_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures")
 TINY = FIXTURES / "llava_tiny"
 BASE = TINY / "llava-v1.5-tiny"
 LOGIT_TOL = 1e-4
 
-pytestmark = pytest.mark.skipif(not TINY.is_dir(), reason=f"fixtures not found at {TINY} (set LLAVA_FIXTURES)")
-
-
-@pytest.fixture(scope="module")
-def llava_ref():
-    ref = json.loads((TINY / "reference" / "reference.json").read_text())
-    return ref, load_file(str(TINY / "reference" / "reference.safetensors"))
+pytestmark = needs_fixture("llava_tiny")  # every test here reads the tiny fixture models
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ logits within 1e-4, greedy tokens equal up to the first step whose top-2 margin 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES, needs_fixture
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -21,23 +21,16 @@ from llava.mm_utils import get_model_name_from_path, pad_token_ids, process_imag
 from llava.model import LlavaConfig, LlavaLlamaForCausalLM, LlavaLoadError
 from llava.model.builder import folder_kind, load_pretrained_model
 
-FIXTURES = Path(os.environ.get("LLAVA_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures")
 TINY = FIXTURES / "llava_tiny"
 BASE = TINY / "llava-v1.5-tiny"
 MODEL_FOLDERS = {"base": None, "lora_task_a": "lora-task-a", "merged_ab": "lora-merged-ab"}
 LOGIT_TOL = 1e-4
 MARGIN = 1e-3
 
-pytestmark = pytest.mark.skipif(not TINY.is_dir(), reason=f"fixtures not found at {TINY} (set LLAVA_FIXTURES)")
+needs_tiny = needs_fixture("llava_tiny")  # the tests that read the fixture models; the others run anywhere
 
 
 # ---------------------------------------------------------------- helpers and fixtures
-
-
-@pytest.fixture(scope="module")
-def llava_ref():
-    ref = json.loads((TINY / "reference" / "reference.json").read_text())
-    return ref, load_file(str(TINY / "reference" / "reference.safetensors"))
 
 
 def _load(name: str, **kwargs):
@@ -89,6 +82,7 @@ def _logits(model, pair, pixels) -> torch.Tensor:
 # ---------------------------------------------------------------- prompts, ids, pixels
 
 
+@needs_tiny
 def test_prompt_strings_and_input_ids(llava_ref, llava_loaded):
     ref, tensors = llava_ref
     tokenizer = llava_loaded("base")[0]
@@ -100,6 +94,7 @@ def test_prompt_strings_and_input_ids(llava_ref, llava_loaded):
         assert torch.equal(ids, tensors[f"pair{i}.input_ids"])
 
 
+@needs_tiny
 def test_tokenizer_cases_match_slow_tokenizer(llava_ref, llava_loaded):
     """Equal to the 4.37 slow tokenizer except strings starting with a space (README, known)."""
     ref, _ = llava_ref
@@ -109,6 +104,7 @@ def test_tokenizer_cases_match_slow_tokenizer(llava_ref, llava_loaded):
             assert tokenizer(text).input_ids == expected, text
 
 
+@needs_tiny
 def test_pixel_values_exact(llava_ref, llava_loaded):
     ref, tensors = llava_ref
     _, model, processor = llava_loaded("base")
@@ -134,6 +130,7 @@ def test_model_name_from_path():
 # ---------------------------------------------------------------- numerics per model
 
 
+@needs_tiny
 @pytest.mark.parametrize("name", list(MODEL_FOLDERS))
 def test_logits_and_image_features_match_reference(name, llava_ref, llava_loaded):
     ref, tensors = llava_ref
@@ -151,6 +148,7 @@ def test_logits_and_image_features_match_reference(name, llava_ref, llava_loaded
             assert (feats - tensors[f"pair{i}.{name}.image_features"]).abs().max().item() <= LOGIT_TOL
 
 
+@needs_tiny
 @pytest.mark.parametrize("name", list(MODEL_FOLDERS))
 @pytest.mark.parametrize("mode", ["greedy16", "greedy16_min16"])
 def test_greedy_generation_matches_reference(name, mode, llava_ref, llava_loaded):
@@ -165,6 +163,7 @@ def test_greedy_generation_matches_reference(name, mode, llava_ref, llava_loaded
             assert tokens == record["new_token_ids"]
 
 
+@needs_tiny
 def test_lora_answers_decode_to_task_words(llava_ref, llava_loaded):
     ref, _ = llava_ref
     tokenizer, model, processor = llava_loaded("lora_task_a")
@@ -173,6 +172,7 @@ def test_lora_answers_decode_to_task_words(llava_ref, llava_loaded):
     assert tokenizer.batch_decode([tokens], skip_special_tokens=True)[0].strip() == pair["outputs"]["lora_task_a"]["greedy16"]["text"]
 
 
+@needs_tiny
 def test_attention_defaults_to_sdpa_on_cpu(llava_loaded):
     model = llava_loaded("base")[1]
     assert model.config._attn_implementation == "sdpa"
@@ -187,6 +187,7 @@ def _batch(ref, processor, config):
     return ids, images
 
 
+@needs_tiny
 @pytest.mark.parametrize("name", ["base", "lora_task_a"])
 def test_batched_greedy_equals_single(name, llava_ref, llava_loaded):
     ref, _ = llava_ref
@@ -202,6 +203,7 @@ def test_batched_greedy_equals_single(name, llava_ref, llava_loaded):
         assert all(t == tokenizer.pad_token_id for t in row[len(single) :])
 
 
+@needs_tiny
 def test_batched_forward_right_padding_equals_single(llava_ref, llava_loaded):
     """Training-style forward (re-padded on config.tokenizer_padding_side = right)."""
     ref, tensors = llava_ref
@@ -215,6 +217,7 @@ def test_batched_forward_right_padding_equals_single(llava_ref, llava_loaded):
         assert (logits[i, : expected.shape[0]] - expected).abs().max().item() <= LOGIT_TOL
 
 
+@needs_tiny
 def test_sampled_generation_is_seeded(llava_ref, llava_loaded):
     ref, _ = llava_ref
     _, model, processor = llava_loaded("base")
@@ -231,6 +234,7 @@ def test_sampled_generation_is_seeded(llava_ref, llava_loaded):
 # ---------------------------------------------------------------- adapters
 
 
+@needs_tiny
 def test_kept_adapter_equals_merged(llava_ref, llava_loaded):
     ref, tensors = llava_ref
     _, peft_model, processor, _ = _load("lora_task_a", merge_lora=False)
@@ -245,6 +249,7 @@ def test_kept_adapter_equals_merged(llava_ref, llava_loaded):
         assert out[0].tolist() == pair["outputs"]["lora_task_a"]["greedy16"]["new_token_ids"]
 
 
+@needs_tiny
 def test_lora_task_b_loads_projector_and_lora(llava_ref, llava_loaded):
     """No reference logits for task b: check the projector came from the file and merged == kept."""
     ref, _ = llava_ref
@@ -279,6 +284,7 @@ def _robustmerge_folder(tmp_path: Path, with_bin: bool) -> Path:
     return out
 
 
+@needs_tiny
 @pytest.mark.parametrize("with_bin", [False, True])
 def test_robustmerge_output_loads_like_reference(with_bin, tmp_path, llava_ref):
     ref, tensors = llava_ref
@@ -299,34 +305,38 @@ def _copy_adapter(tmp_path: Path, name: str = "run") -> Path:
     return out
 
 
-def test_unused_lora_key_fails_loudly(tmp_path):
+def _rename(old: str, new: str):
+    return lambda state: state.__setitem__(new, state.pop(old))
+
+
+LORA_Q = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+LORA_DOWN_B = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
+PROJECTOR_0 = "base_model.model.model.mm_projector.0.weight"
+BROKEN_ADAPTERS = {  # case: (file of lora-task-a, edit of its state dict, the error's message)
+    "unused_lora_key": ("adapter_model.bin", _rename(LORA_Q, LORA_Q.replace("self_attn", "attn")),
+                        r"adapter_model\.bin.*match no LoRA layer.*layers\.0\.attn\.q_proj"),
+    "missing_lora_factor": ("adapter_model.bin", lambda state: state.pop(LORA_DOWN_B),
+                            r"no weights for 1 LoRA.*layers\.1\.mlp\.down_proj\.lora_B"),
+    "unused_projector_key": ("non_lora_trainables.bin", _rename(PROJECTOR_0, PROJECTOR_0.replace("projector", "projektor")),
+                             r"non_lora_trainables\.bin: 1 key.*mm_projektor"),
+}  # fmt: skip
+
+
+@needs_tiny
+@pytest.mark.parametrize("case", list(BROKEN_ADAPTERS))
+def test_broken_adapter_fails_loudly(case, tmp_path):
+    """An adapter key that matches no layer, a missing LoRA factor, a stray projector key: each
+    stops the load with a message naming the file and the key."""
+    file, edit, message = BROKEN_ADAPTERS[case]
     folder = _copy_adapter(tmp_path)
-    lora = torch.load(folder / "adapter_model.bin", weights_only=True)
-    bad = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
-    lora[bad.replace("self_attn", "attn")] = lora.pop(bad)
-    torch.save(lora, folder / "adapter_model.bin")
-    with pytest.raises(LlavaLoadError, match=r"adapter_model\.bin.*match no LoRA layer.*layers\.0\.attn\.q_proj"):
+    state = torch.load(folder / file, weights_only=True)
+    edit(state)
+    torch.save(state, folder / file)
+    with pytest.raises(LlavaLoadError, match=message):
         load_pretrained_model(folder, BASE, device="cpu")
 
 
-def test_missing_lora_factor_fails_loudly(tmp_path):
-    folder = _copy_adapter(tmp_path)
-    lora = torch.load(folder / "adapter_model.bin", weights_only=True)
-    del lora["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]
-    torch.save(lora, folder / "adapter_model.bin")
-    with pytest.raises(LlavaLoadError, match=r"no weights for 1 LoRA.*layers\.1\.mlp\.down_proj\.lora_B"):
-        load_pretrained_model(folder, BASE, device="cpu")
-
-
-def test_unused_projector_key_fails_loudly(tmp_path):
-    folder = _copy_adapter(tmp_path)
-    projector = torch.load(folder / "non_lora_trainables.bin", weights_only=True)
-    projector["base_model.model.model.mm_projektor.0.weight"] = projector.pop("base_model.model.model.mm_projector.0.weight")
-    torch.save(projector, folder / "non_lora_trainables.bin")
-    with pytest.raises(LlavaLoadError, match=r"non_lora_trainables\.bin: 1 key.*mm_projektor"):
-        load_pretrained_model(folder, BASE, device="cpu")
-
-
+@needs_tiny
 def test_folder_kind_comes_from_files_not_names(tmp_path):
     folder = _copy_adapter(tmp_path, "llava-v1.5-7b-full")  # a misleading name
     assert folder_kind(folder) == "adapter"
@@ -363,6 +373,7 @@ def llava_offline_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
+@needs_tiny
 def test_tower_error_names_what_it_looked_for(tmp_path, llava_offline_env):
     folder = _base_without_tower(tmp_path)
     with pytest.raises(LlavaLoadError) as err:
@@ -372,6 +383,7 @@ def test_tower_error_names_what_it_looked_for(tmp_path, llava_offline_env):
     assert str(folder.parent / "clip-tiny") in message and "LLAVA_VISION_TOWER" in message
 
 
+@needs_tiny
 def test_tower_override_argument_and_env(tmp_path, llava_offline_env, llava_ref):
     ref, tensors = llava_ref
     folder = _base_without_tower(tmp_path, tower_name="openai/clip-vit-large-patch14-336")
@@ -386,6 +398,7 @@ def test_tower_override_argument_and_env(tmp_path, llava_offline_env, llava_ref)
         load_pretrained_model(folder, None, device="cpu")
 
 
+@needs_tiny
 def test_tower_hub_id_resolves_in_search_dirs(tmp_path, llava_offline_env):
     folder = _base_without_tower(tmp_path, tower_name="openai/clip-vit-large-patch14-336")
     with pytest.raises(LlavaLoadError, match="clip-vit-large-patch14-336"):
@@ -400,6 +413,7 @@ def test_tower_hub_id_resolves_in_search_dirs(tmp_path, llava_offline_env):
 # ---------------------------------------------------------------- dtypes
 
 
+@needs_tiny
 @pytest.mark.parametrize(("dtype", "tol"), [("bf16", 0.15), ("fp16", 0.03)])
 def test_half_precision_loading(dtype, tol, llava_ref):
     ref, tensors = llava_ref
@@ -452,6 +466,7 @@ def test_tiny_factory_is_deterministic(tmp_path):
     assert (one.base / "tokenizer.model").read_bytes() == (two.base / "tokenizer.model").read_bytes()
 
 
+@needs_tiny
 def test_run_llava_cli_answers(capsys, llava_ref):
     from llava.eval.run_llava import main
 
@@ -465,6 +480,31 @@ def test_run_llava_cli_answers(capsys, llava_ref):
     assert "needs the base model" in capsys.readouterr().err
 
 
+def test_run_llava_answers_as_the_runner(tmp_path, capsys):
+    """run_llava and the benchmark runner share one generation call: same question, same answer."""
+    from llava.eval import runner
+    from llava.eval.run_llava import main
+    from llava.eval.tasks import Prompt
+    from llava.model.tiny import make_tiny_llava
+
+    tiny = make_tiny_llava(tmp_path / "tiny")
+    image, query = tmp_path / "shape.png", "What color is the shape?"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    argv = ["--model-path", str(tiny.base), "--device", "cpu", "--image-file", str(image), "--query", query,
+            "--temperature", "0", "--max-new-tokens", "12"]  # fmt: skip
+    assert main(argv) == 0
+    cli_answer = capsys.readouterr().out.splitlines()[-1].strip()  # the answer is the last line printed
+    item = runner.EvalItem(0, Prompt(f"<image>\n{query}", query, True), "config", image)
+    answers = tmp_path / "answers.jsonl"
+    settings = runner.GenerationSettings(max_new_tokens=12)
+    runner.run_items(runner.load_bundle(tiny.base, device="cpu"), [item], answers, settings, progress=False)
+    runner_answer = json.loads(answers.read_text())["text"]
+    assert cli_answer == runner_answer and len(cli_answer) > 0
+    assert main([*argv[:-2], "--temperature", "-1"]) == 2  # the runner's flag checks apply
+    assert "--temperature must be >= 0" in capsys.readouterr().err
+
+
+@needs_tiny
 def test_attention_choice():
     import importlib.util
 

@@ -206,3 +206,29 @@ def test_bad_yaml_config(tasks, tmp_path, capsys):
     assert run_cli(capsys, "--adapters", *tasks, "--out", tmp_path / "ok", "--config", cfg)[0] == 0
     record = json.loads((tmp_path / "ok" / "merge_record.json").read_text())
     assert record["method"] == "ties" and record["params"]["density"] == 0.3
+
+
+# ---- rule files on ROBUSTMERGE_RULES_PATH --------------------------------------------------------
+
+@pytest.mark.parametrize("content,needles", [
+    (None, ["is neither a folder nor a .py file", "missing"]),
+    ("raise RuntimeError('boom')\n", ["bad.py failed to import", "RuntimeError: boom", "fix the rule file"]),
+    ("from robustmerge.methods import register\n\n@register(paper='x', params=[])\ndef ties(A, B, p, ctx):\n"
+     "    '''a second ties'''\n    return A.sum(0), B.sum(0)\n", ["merge rule 'ties' is defined twice", "bad.py"]),
+])
+def test_bad_rule_path_or_file(content, needles, tmp_path, monkeypatch):
+    from robustmerge.errors import MergeInputError, UserError
+    from robustmerge.methods import REGISTRY, load_rules
+
+    before = dict(REGISTRY)
+    target = tmp_path / "missing"
+    if content is not None:
+        target = tmp_path / "bad.py"
+        target.write_text(content)
+    monkeypatch.setenv("ROBUSTMERGE_RULES_PATH", str(target))
+    with pytest.raises(MergeInputError) as err:
+        load_rules()
+    assert isinstance(err.value, UserError)
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+    assert REGISTRY == before  # nothing registered, nothing replaced

@@ -1,13 +1,14 @@
 """Each merge rule against a deliberately naive reference written here (loops, float64),
 plus the properties a merge must have: identical adapters, task order, kept shares, seeds."""
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
 from robustmerge import load_adapter_set, merge, merge_to_folder
-from robustmerge.methods import ModuleContext, get_method
+from robustmerge.methods import REGISTRY, ModuleContext, get_method
 from robustmerge.methods.common import StreamingKth
 from robustmerge.synthetic import LlamaShape, write_task_adapters
 
@@ -141,6 +142,39 @@ def test_pcb_matches_naive(ratio, clip):
     torch.testing.assert_close(b.double(), 0.9 * naive_pcb(B, ratio, clip), rtol=1e-5, atol=1e-9)
 
 
+def ref(name, A, B, preset=None, seed=0, **params):
+    m = get_method(name)
+    return m.reference(A, B, m.resolve(preset, params), ModuleContext("m", seed, {}))
+
+
+def test_references_in_float64_match_the_naive_loops():
+    """The readable references themselves, in float64, against the naive loops above (the
+    fast routes equal the references bit for bit: tests/test_rule_parity.py)."""
+    A, B = stacks(n=4, r=4, d_in=9, d_out=7)
+    A, B = A.double(), B.double()
+    close = dict(rtol=1e-12, atol=1e-15)
+    A6, B6 = (x.double() for x in stacks())  # no rank row loses all its mass here
+    a, b = ref("robustmerge", A6, B6, keep=0.35, clamp_ratio=0.5, lam=1.5, lambda_on="product", s_dtype="stored")
+    assert a.dtype == b.dtype == torch.float64
+    na, nb = naive_robustmerge(A6, B6, 0.35, 0.5, 1.5, "product")
+    torch.testing.assert_close(a, na, **close)
+    torch.testing.assert_close(b, nb, **close)
+    a, b = ref("ties", A, B, density=0.5, lam=1.3)
+    torch.testing.assert_close(a, 1.3 * naive_ties(A, 0.5), **close)
+    torch.testing.assert_close(b, 1.3 * naive_ties(B, 0.5), **close)
+    a, b = ref("pcb", A, B, ratio=0.3, clip=0.05, lam=0.9, lambda_on="product")
+    torch.testing.assert_close(a, naive_pcb(A, 0.3, 0.05), **close)
+    torch.testing.assert_close(b, 0.9 * naive_pcb(B, 0.3, 0.05), **close)
+    a, b = ref("task_arithmetic", A, B, lam=0.7)
+    torch.testing.assert_close(a, 0.7 * sum(A[i] for i in range(4)), **close)
+    A2, B2 = (x.double() for x in stacks(n=2, r=16, d_in=200, d_out=150))
+    A2[1], B2[1] = 0, 0  # only task 0 contributes: every entry is 0 or X/(1-p)
+    for got, x in zip(ref("dare", A2, B2, drop=0.3, seed=7), (A2[0], B2[0])):
+        survivors = got != 0
+        torch.testing.assert_close(got[survivors], x[survivors] / 0.7, rtol=1e-15, atol=0)
+        assert abs((1 - survivors.double().mean().item()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / x.numel())
+
+
 def test_dare_drops_and_rescales():
     A, B = stacks(n=2, r=16, d_in=200, d_out=150)
     A[1], B[1] = 0, 0  # only task 0 contributes: every entry is 0 or X/(1-p)
@@ -253,19 +287,27 @@ def _awkward(numel, dtype, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_kth_selection_equals_kthvalue(dtype):
-    """The fast exact selections agree with kthvalue on every k tried, both halves of the
-    range (the sampled bracket's two sides) and the 16-bit histogram route."""
-    from robustmerge.methods.common import kth_smallest, kth_smallest_magnitude16
+    """The one selection primitive agrees with kthvalue and with its sort-based reference on
+    every k tried: both halves of the range (the sampled bracket's two sides), the 16-bit
+    histogram route (magnitudes), signed 16-bit rows, and batched short rows."""
+    from robustmerge.methods.common import kth_smallest, kth_smallest_reference
 
     x = _awkward(50_000, dtype, seed=7)  # > 16 · 1024: the bracketed route
     for k in (1, 2, 5, 4_999, 25_000, 25_001, 40_000, 49_999, 50_000):
         ref = x.float().kthvalue(k).values
         assert kth_smallest(x.float(), k) == ref
+        assert kth_smallest(x, k).dtype == dtype
+        assert kth_smallest(x, k).float() == ref, k  # signed: sampled bracket / kthvalue on 16-bit values
+        mag = x.abs()
+        want = mag.float().kthvalue(k).values.to(dtype)
+        got = kth_smallest(mag, k)  # 16-bit magnitudes: the histogram route
+        assert got == want and got == kth_smallest_reference(mag, k), k
         if dtype != torch.float32:
-            mag = x.abs()
-            bits = kth_smallest_magnitude16(mag.view(torch.int16), k)
-            want = mag.float().kthvalue(k).values.to(dtype)
-            assert torch.tensor(bits, dtype=torch.int16).view(dtype) == want, k
+            assert got.view(torch.int16) == want.view(torch.int16)  # the same bit pattern
+    rows = x[:3 * 999].reshape(3, 999)  # batched short rows: one value per row
+    for k in (1, 500, 999):
+        assert torch.equal(kth_smallest(rows, k), rows.kthvalue(k, dim=-1).values)
+        assert torch.equal(kth_smallest(rows.abs(), k), kth_smallest_reference(rows.abs(), k))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -363,3 +405,81 @@ def test_ablation_variants():
         a, b = run("robustmerge", A, B, variant=variant, s_dtype="float32")
         torch.testing.assert_close(a.double(), ea, rtol=1e-5, atol=1e-7, msg=variant)
         torch.testing.assert_close(b.double(), eb, rtol=1e-5, atol=1e-7 * eb.abs().max().item(), msg=variant)
+
+
+# ---- a new rule is one new file (plug-in path) ------------------------------------------------
+
+TOY_RULE = '''"""Toy rule: the mean of the task factors (an example plug-in, no paper).
+
+    A* = (1/N) Σ_n A_n,   B* = (1/N) Σ_n B_n
+
+Shapes: A [N, r, d_in], B [N, d_out, r] -> float32 [r, d_in], [d_out, r]. Parameters: none.
+Plain already, so the rule is its own reference.
+"""
+import torch
+
+from robustmerge.methods import register
+
+
+@register(paper="none (an example rule)", params=[])
+def toy(A, B, p, ctx):
+    """mean of the task factors"""
+    return A.mean(0, dtype=torch.float32), B.mean(0, dtype=torch.float32)
+'''
+
+
+def _cli(args, env_path, cwd):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "ROBUSTMERGE_RULES_PATH": str(env_path)}
+    return subprocess.run([sys.executable, "-m", "robustmerge", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_toy_rule_from_the_plugin_path_lists_and_merges_through_the_cli(tmp_path):
+    from safetensors.torch import load_file
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "toy.py").write_text(TOY_RULE)
+    listed = _cli(["methods"], rules, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "toy: mean of the task factors\n  paper: none (an example rule)\n" in listed.stdout
+    assert "robustmerge: prune A and B by magnitude" in listed.stdout  # the built-in rules are still there
+    folders = write_task_adapters(tmp_path / "in", 2, SHAPE, r=4, seed=4)
+    done = _cli(["merge", "--method", "toy", "--adapters", *folders, "--out", tmp_path / "out", "-q"], rules, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "merged 2 adapters with toy [] ->" in done.stdout
+    got = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    inputs = [load_file(f / "adapter_model.safetensors") for f in folders]
+    assert list(got) == list(inputs[0]) and len(got) == 2 * 7  # every A and B of the 7 modules, input key order
+    for key, merged in got.items():
+        assert torch.equal(merged, (inputs[0][key] + inputs[1][key]) / 2), key
+    key = next(k for k in got if "lora_A" in k)  # one entry by hand, in Python floats
+    a0, a1, m = inputs[0][key][1, 2].item(), inputs[1][key][1, 2].item(), got[key][1, 2].item()
+    assert m == pytest.approx((a0 + a1) / 2, rel=1e-6) and m != 0
+    record = json.loads((tmp_path / "out" / "merge_record.json").read_text())
+    assert (record["method"], record["params"]) == ("toy", {})
+
+
+def test_rule_files_are_auto_registered():
+    """Every module of robustmerge/methods (but common and registry) registers its rule: no
+    import list to edit."""
+    import pkgutil
+
+    import robustmerge.methods as methods
+
+    modules = {m.name for m in pkgutil.iter_modules(methods.__path__)} - {"common", "registry"}
+    assert {m.rule.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()} >= modules
+    assert modules == {"dare", "pcb", "robustmerge", "task_arithmetic", "ties"}
+
+
+def test_public_api_takes_no_performance_plumbing():
+    import inspect
+
+    for fn in (merge, merge_to_folder):
+        assert not {"hasher", "workers", "pool"} & set(inspect.signature(fn).parameters), fn.__name__

@@ -2,14 +2,13 @@
 import copy
 import json
 
+import peft
 import pytest
 import torch
+import transformers
 
 from robustmerge import merge_to_folder
 from robustmerge.synthetic import LlamaShape, write_task_adapters
-
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
 
 SHAPE = LlamaShape(layers=2, hidden=32, intermediate=48, mm_hidden=16)
 

@@ -1,6 +1,6 @@
 """The `official` protocol reproduces the original scorers on the shared fixtures, bit for bit.
 
-Ground truth: ``shared/fixtures/official_scores/<case>/expected`` (stdout, the files the original
+Ground truth: ``<fixtures>/official_scores/<case>/expected`` (stdout, the files the original
 wrote, and ``expected.json`` with the printed numbers as strings). Each case runs the CLI in
 process from the fixture folder, as the original commands did, writing into ``tmp_path``.
 """
@@ -8,67 +8,54 @@ process from the fixture folder, as the original commands did, writing into ``tm
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES, needs_fixture
 from llava.eval.scorers.__main__ import main
 
 
-def _fixtures_root() -> Path | None:
-    env = os.environ.get("MMMERGEBENCH_FIXTURES")
-    repo = Path(__file__).resolve().parents[1]
-    for cand in ([Path(env)] if env else []) + [repo / "shared" / "fixtures" / "official_scores",
-                                                repo.parent / "shared" / "fixtures" / "official_scores"]:
-        if cand.is_dir():
-            return cand
-    return None
-
-
-FIXTURES = _fixtures_root()
-needs_fixtures = pytest.mark.skipif(FIXTURES is None, reason="shared/fixtures/official_scores not found "
-                                    "(set MMMERGEBENCH_FIXTURES)")
+OFFICIAL = FIXTURES / "official_scores"
+needs_fixtures = needs_fixture("official_scores")
 needs_java = pytest.mark.skipif(shutil.which("java") is None,
                                 reason="Java is needed for pycocoevalcap's PTB tokenizer and METEOR")
 
 # case folder -> (CLI arguments, metric key -> parsed_stdout key)
 ACCURACY = {"accuracy": "Accuracy_percent_str"}
-CASES = {
-    "iconqa": (["--task", "IconQA", "--question-file", "instructions/IconQA/val.json",
-                "--answers-file", "results/IconQA/merge.jsonl"], ACCURACY),
-    "tabmwp": (["--task", "TabMWP", "--question-file", "instructions/TabMWP/test.json",
-                "--answers-file", "results/TabMWP/merge.jsonl"], ACCURACY),
-    "vqav2": (["--task", "VQAv2", "--question-file", "instructions/VQAv2/val.json",
-               "--answers-file", "results/VQAv2/merge.jsonl"], ACCURACY),
-    "aokvqa": (["--task", "AOKVQA", "--question-file", "instructions/AOKVQA/val.json",
-                "--answers-file", "results/AOKVQA/merge.jsonl"], ACCURACY),
-    "ocrvqa": (["--task", "OCRVQA", "--question-file", "instructions/OCRVQA/test.json",
-                "--answers-file", "results/OCRVQA/merge.jsonl"], ACCURACY),
-    "imagenet": (["--task", "ImageNet", "--question-file", "instructions/ImageNet/test.json",
-                  "--answers-file", "results/ImageNet/merge.jsonl"], ACCURACY),
-    "grounding": (["--task", "Grounding", "--question-file", "instructions/Grounding/test.json",
-                   "--answers-file", "results/Grounding/merge.jsonl"], ACCURACY),
-    "scienceqa": (["--task", "ScienceQA", "--base-dir", "datasets/ScienceQA/",
-                   "--answers-file", "results/ScienceQA/merge.jsonl"],
-                  {"accuracy": "Accuracy_percent_str", "img_accuracy": "IMG_Accuracy_percent_str"}),
+
+
+def _args(task: str, input_flag: str, input_file: str, answers: str) -> list[str]:
+    return ["--task", task, input_flag, input_file, "--answers-file", f"results/{answers}/merge.jsonl"]
+
+
+# case folder: (task, question file under instructions/, answers folder under results/)
+_ACCURACY_CASES = {
+    "iconqa": ("IconQA", "IconQA/val.json", "IconQA"), "tabmwp": ("TabMWP", "TabMWP/test.json", "TabMWP"),
+    "vqav2": ("VQAv2", "VQAv2/val.json", "VQAv2"), "aokvqa": ("AOKVQA", "AOKVQA/val.json", "AOKVQA"),
+    "ocrvqa": ("OCRVQA", "OCRVQA/test.json", "OCRVQA"), "imagenet": ("ImageNet", "ImageNet/test.json", "ImageNet"),
+    "grounding": ("Grounding", "Grounding/test.json", "Grounding"),
 }
+CASES = {case: (_args(task, "--question-file", f"instructions/{qf}", answers), ACCURACY)
+         for case, (task, qf, answers) in _ACCURACY_CASES.items()}
+CASES["scienceqa"] = (_args("ScienceQA", "--base-dir", "datasets/ScienceQA/", "ScienceQA"),
+                      {"accuracy": "Accuracy_percent_str", "img_accuracy": "IMG_Accuracy_percent_str"})
 CAPTION_METRICS = {k: f"{k}_str" for k in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
 CAPTION_METRICS["Average"] = "Average_percent_str"
-CAPTION_CASES = {
-    "caption_screen2words": (["--task", "Screen2Words", "--gt-file", "instructions/Screen2words/test_coco_type.json",
-                              "--answers-file", "results/Screen2words/merge.jsonl"], CAPTION_METRICS),
-    "flickr30k": (["--task", "Flickr30k", "--gt-file", "instructions/flickr30k-caption/val_coco_type.json",
-                   "--answers-file", "results/flickr30k/merge.jsonl"], CAPTION_METRICS),
-    "vizwiz_caption": (["--task", "VizWiz-caption", "--gt-file", "instructions/VizWiz-caption/val_coco_type.json",
-                        "--answers-file", "results/VizWiz/merge.jsonl"], CAPTION_METRICS),
+# case folder: (task, COCO ground truth under instructions/, answers folder under results/)
+_CAPTION_CASES = {
+    "caption_screen2words": ("Screen2Words", "Screen2words/test_coco_type.json", "Screen2words"),
+    "flickr30k": ("Flickr30k", "flickr30k-caption/val_coco_type.json", "flickr30k"),
+    "vizwiz_caption": ("VizWiz-caption", "VizWiz-caption/val_coco_type.json", "VizWiz"),
 }
+CAPTION_CASES = {case: (_args(task, "--gt-file", f"instructions/{gt}", answers), CAPTION_METRICS)
+                 for case, (task, gt, answers) in _CAPTION_CASES.items()}
 
 
 def run_case(case: str, argv: list[str], tmp_path: Path, monkeypatch, capsys):
     """Run the CLI from the fixture folder; return (stdout, result dict, side-file folder, expected dir)."""
-    folder = FIXTURES / case
+    folder = OFFICIAL / case
     monkeypatch.chdir(folder)
     out_dir = tmp_path / "out"
     rc = main(argv + ["--protocol", "official", "--result-file", str(tmp_path / "result.json"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -17,9 +16,14 @@ from pathlib import Path
 import pytest
 
 from llava.eval import mmbench_data
-from llava.eval.scorers import mme, mmbench, pope
+from conftest import FIXTURES, needs_fixture
+from llava.eval.scorers.mmbench import main as mmbench_main
+from llava.eval.scorers.mme import main as mme_main
+from llava.eval.scorers.pope import main as pope_main
+from llava.eval.tasks.mmbench import scorer as mmbench
+from llava.eval.tasks.mme import scorer as mme
+from llava.eval.tasks.pope import scorer as pope
 
-FIXTURES = Path(os.environ.get("LLAVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
 POPE_FIXTURE = FIXTURES / "official_scores" / "pope"
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
@@ -66,10 +70,10 @@ def _fixture_blocks(text: str) -> dict[str, str]:
     return {re.match(r"Category: (\w+),", b).group(1): b for b in blocks}
 
 
-@pytest.mark.skipif(not POPE_FIXTURE.is_dir(), reason="official_scores fixture not available")
+@needs_fixture("official_scores", "pope")
 def test_pope_official_reproduces_eval_pope_output(tmp_path, capsys):
     out = tmp_path / "result.json"
-    rc = pope.main(["--annotation-dir", str(POPE_FIXTURE / "pope/coco"),
+    rc = pope_main(["--annotation-dir", str(POPE_FIXTURE / "pope/coco"),
                     "--question-file", str(POPE_FIXTURE / "pope/llava_pope_test.jsonl"),
                     "--answers-file", str(POPE_FIXTURE / "results/pope/llava-v1.5-7b.jsonl"),
                     "--result-file", str(out)])
@@ -96,7 +100,7 @@ def test_pope_official_reproduces_eval_pope_output(tmp_path, capsys):
     assert res["protocol"] == "official" and res["quirks"]
 
 
-@pytest.mark.skipif(not POPE_FIXTURE.is_dir(), reason="official_scores fixture not available")
+@needs_fixture("official_scores", "pope")
 def test_pope_strict_on_fixture_by_hand():
     score, _ = pope.score_files(POPE_FIXTURE / "pope/coco", POPE_FIXTURE / "pope/llava_pope_test.jsonl",
                                 POPE_FIXTURE / "results/pope/llava-v1.5-7b.jsonl", "strict")
@@ -187,10 +191,10 @@ def test_pope_cli_bad_input_exits_2(tmp_path, capsys):
     coco, qfile = _pope_inputs(tmp_path)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": 100, "text": "Yes"}\n{"question_id": 101, "te', encoding="utf-8")
-    rc = pope.main(["--annotation-dir", str(coco), "--question-file", str(qfile), "--answers-file", str(bad)])
+    rc = pope_main(["--annotation-dir", str(coco), "--question-file", str(qfile), "--answers-file", str(bad)])
     err = capsys.readouterr().err
     assert rc == 2 and str(bad) in err and "Traceback" not in err
-    rc = pope.main(["--annotation-dir", str(tmp_path / "nope"), "--question-file", str(qfile),
+    rc = pope_main(["--annotation-dir", str(tmp_path / "nope"), "--question-file", str(qfile),
                     "--answers-file", str(bad)])
     err = capsys.readouterr().err
     assert rc == 2 and "coco_pope_adversarial.json" in err
@@ -302,14 +306,14 @@ def test_mme_extra_duplicate_and_three_field_lines(tmp_path):
 def test_mme_cli_writes_result_and_rejects_bad_gt(tmp_path, capsys):
     gt_rows = _mme_tree(tmp_path / "MME")
     afile = write_jsonl(tmp_path / "run" / "answers.jsonl", _mme_answers(gt_rows))
-    assert mme.main(["--gt-dir", str(tmp_path / "MME"), "--answers-file", str(afile)]) == 0
+    assert mme_main(["--gt-dir", str(tmp_path / "MME"), "--answers-file", str(afile)]) == 0
     out = capsys.readouterr().out
     assert "total score: 1675.0 \n" in out and "\t existence  score: 200.0" in out
     res = json.loads((tmp_path / "run" / "result.json").read_text())
     assert res["task"] == "MME" and res["metrics"]["perception"] == 1675.0
     bad = tmp_path / "MME" / "count" / "e1.txt"
     bad.write_text("Is it? Please answer yes or no.\tMaybe\n", encoding="utf-8")
-    assert mme.main(["--gt-dir", str(tmp_path / "MME"), "--answers-file", str(afile)]) == 2
+    assert mme_main(["--gt-dir", str(tmp_path / "MME"), "--answers-file", str(afile)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "Traceback" not in err
 
@@ -410,7 +414,7 @@ def test_mmbench_cli_writes_submission(tmp_path, capsys):
     import pandas as pd
     tsv = _mmb_tsv(tmp_path / "dev.tsv")
     afile = write_jsonl(tmp_path / "run" / "answers.jsonl", _mmb_answers())
-    assert mmbench.main(["--question-file", str(tsv), "--answers-file", str(afile)]) == 0
+    assert mmbench_main(["--question-file", str(tsv), "--answers-file", str(afile)]) == 0
     out = capsys.readouterr().out
     assert "CircularEval accuracy: 25.00% (1 of 4 groups)" in out
     res = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -420,7 +424,7 @@ def test_mmbench_cli_writes_submission(tmp_path, capsys):
                                 "category", "l2-category", "comment"]
     assert list(df["index"]) == [r[0] for r in MMB_ROWS]
     assert list(df["prediction"]) == [MMB_ANSWERS.get(r[0], "") for r in MMB_ROWS]
-    assert mmbench.main(["--question-file", str(tmp_path / "missing.tsv"), "--answers-file", str(afile)]) == 2
+    assert mmbench_main(["--question-file", str(tmp_path / "missing.tsv"), "--answers-file", str(afile)]) == 2
     err = capsys.readouterr().err
     assert "missing.tsv" in err and "Traceback" not in err
 
@@ -431,7 +435,7 @@ def test_mmbench_test_split_writes_only_the_submission(tmp_path, capsys):
     tsv.write_text("index\tquestion\thint\tA\tB\tcategory\timage\n0\tQ?\t\tx\ty\tc\t" + _png_b64() + "\n",
                    encoding="utf-8")
     afile = write_jsonl(tmp_path / "run" / "answers.jsonl", [answer(0, "B")])
-    assert mmbench.main(["--question-file", str(tsv), "--answers-file", str(afile)]) == 0
+    assert mmbench_main(["--question-file", str(tsv), "--answers-file", str(afile)]) == 0
     assert "local scoring skipped" in capsys.readouterr().out
     assert not (tmp_path / "run" / "result.json").exists()
     df = pd.read_excel(tmp_path / "run" / "submission.xlsx", engine="openpyxl", keep_default_na=False)

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from llava.eval.scorers import (aokvqa, caption, grounding, iconqa, imagenet, ocrvqa, scienceqa,
-                                vqav2)
+from llava.eval.scorers import caption, grounding, imagenet
+from llava.eval.scorers import exact as iconqa
+from llava.eval.tasks.aokvqa import scorer as aokvqa
+from llava.eval.tasks.ocrvqa import scorer as ocrvqa
+from llava.eval.tasks.scienceqa import scorer as scienceqa
+from llava.eval.tasks.vqav2 import scorer as vqav2
 from llava.eval.scorers.__main__ import main
 from llava.eval.scorers.common import (
     Records, ScoreError, join_by_id, make_result, read_answers, read_questions, write_result,
 )
-from test_scorers_official import FIXTURES, needs_fixtures, needs_java
+from test_scorers_official import OFFICIAL as FIXTURES, needs_fixtures, needs_java
 
 
 def load(case: str, question_file: str, answers_file: str):
@@ -43,8 +47,8 @@ def test_imagenet_empty_answer_right_in_official_wrong_in_strict():
     qs, ans_ = load("imagenet", "instructions/ImageNet/test.json", "results/ImageNet/merge.jsonl")
     assert qs[7]["answer"] == "Teapot" and ans_[7]["text"] == ""
     assert imagenet.contains_match("", "Teapot")                      # the official rule
-    off = imagenet.score(qs, ans_, protocol="official")
-    strict = imagenet.score(qs, ans_, protocol="strict")
+    off = imagenet.score_records(qs, ans_, protocol="official")
+    strict = imagenet.score_records(qs, ans_, protocol="strict")
     assert (acc(off), off.result["counts"]["correct"]) == ("79.17", 19)
     assert (acc(strict), strict.result["counts"]["correct"]) == ("75.00", 18)
     assert strict.result["quirks"] == [] and off.result["quirks"]
@@ -54,8 +58,8 @@ def test_imagenet_empty_answer_right_in_official_wrong_in_strict():
 def test_imagenet_position_vs_id_join():
     qs, ans_ = load("imagenet", "instructions/ImageNet/test.json", "results/ImageNet/merge.jsonl")
     shuffled = Records(list(reversed(ans_)))
-    off = imagenet.score(qs, shuffled, protocol="official")
-    strict = imagenet.score(qs, shuffled, protocol="strict")
+    off = imagenet.score_records(qs, shuffled, protocol="official")
+    strict = imagenet.score_records(qs, shuffled, protocol="strict")
     assert off.result["counts"]["position_mismatches"] == 24
     assert acc(off) != "79.17" and any("position" in n for n in off.result["notes"])
     assert acc(strict) == "75.00"                                     # unchanged by the order
@@ -65,8 +69,8 @@ def test_imagenet_more_answers_than_questions_is_an_error_in_official():
     qs = [{"question_id": i, "answer": "Fig"} for i in range(2)]
     answers = [ans(0, "Fig"), ans(1, "Fig"), ans(1, "Fig")]
     with pytest.raises(ScoreError, match="by position"):
-        imagenet.score(qs, answers, protocol="official")
-    strict = imagenet.score(qs, answers, protocol="strict")
+        imagenet.score_records(qs, answers, protocol="official")
+    strict = imagenet.score_records(qs, answers, protocol="strict")
     assert acc(strict) == "100.00" and strict.result["counts"]["duplicates"] == 1
 
 
@@ -90,8 +94,8 @@ def test_grounding_official_parser_drops_last_digit():
 @needs_fixtures
 def test_grounding_fixture_official_vs_strict():
     qs, ans_ = load("grounding", "instructions/Grounding/test.json", "results/Grounding/merge.jsonl")
-    off = grounding.score(qs, ans_, protocol="official")
-    strict = grounding.score(qs, ans_, protocol="strict")
+    off = grounding.score_records(qs, ans_, protocol="official")
+    strict = grounding.score_records(qs, ans_, protocol="strict")
     assert (acc(off), off.result["counts"]["unparsed"]) == ("55.00", 5)
     # ids 2 and 7 lose their y2 digit, id 9 has text around the box: right only in strict
     assert (acc(strict), strict.result["counts"]["unparsed"]) == ("70.00", 4)
@@ -100,8 +104,8 @@ def test_grounding_fixture_official_vs_strict():
 def test_grounding_missing_answer():
     qs = [{"question_id": i, "answer_bbox": "[0.1, 0.1, 0.5, 0.5]", "size": [100, 50]} for i in (1, 2)]
     answers = [ans(1, "[0.1, 0.1, 0.5, 0.55]")]
-    assert acc(grounding.score(qs, answers, protocol="official")) == "100.00"
-    assert acc(grounding.score(qs, answers, protocol="strict")) == "50.00"
+    assert acc(grounding.score_records(qs, answers, protocol="official")) == "100.00"
+    assert acc(grounding.score_records(qs, answers, protocol="strict")) == "50.00"
 
 
 # ----------------------------------------------------------------------------- OCRVQA
@@ -110,8 +114,8 @@ def test_grounding_missing_answer():
 @needs_fixtures
 def test_ocrvqa_samples_zero_and_unanswerable_rule():
     qs, ans_ = load("ocrvqa", "instructions/OCRVQA/test.json", "results/OCRVQA/merge.jsonl")
-    off = ocrvqa.score(qs, ans_, protocol="official")
-    strict = ocrvqa.score(qs, ans_, protocol="strict")
+    off = ocrvqa.score_records(qs, ans_, protocol="official")
+    strict = ocrvqa.score_records(qs, ans_, protocol="strict")
     assert off.stdout == "Samples: 0\nAccuracy: 55.00%\n\n"
     assert strict.stdout == "Samples: 20\nAccuracy: 60.00%\n\n"
     # ground truth "Unanswerable", prediction "Unanswerable": wrong in official only
@@ -125,9 +129,9 @@ def test_ocrvqa_samples_zero_and_unanswerable_rule():
 
 EXACT = [  # module, task-specific scorer call
     ("IconQA", lambda qs, a, p: iconqa.score_exact_match("IconQA", qs, a, protocol=p)),
-    ("VQAv2", lambda qs, a, p: vqav2.score(qs, a, protocol=p)),
-    ("AOKVQA", lambda qs, a, p: aokvqa.score(qs, a, protocol=p)),
-    ("OCRVQA", lambda qs, a, p: ocrvqa.score(qs, a, protocol=p)),
+    ("VQAv2", lambda qs, a, p: vqav2.score_records(qs, a, protocol=p)),
+    ("AOKVQA", lambda qs, a, p: aokvqa.score_records(qs, a, protocol=p)),
+    ("OCRVQA", lambda qs, a, p: ocrvqa.score_records(qs, a, protocol=p)),
 ]
 
 
@@ -159,7 +163,7 @@ def test_exact_match_extra_answer_and_id_type():
     as_str = [ans(str(i), "yes") for i in range(1, 5)]            # "1" vs 1
     with pytest.raises(ScoreError, match="JSON type"):
         iconqa.score_exact_match("IconQA", qs, as_str, protocol="official")
-    assert acc(vqav2.score(qs, as_str, protocol="official")) == "100.00"   # VQAv2 looks up str(id)
+    assert acc(vqav2.score_records(qs, as_str, protocol="official")) == "100.00"   # VQAv2 looks up str(id)
     assert acc(iconqa.score_exact_match("IconQA", qs, as_str, protocol="strict")) == "100.00"
 
 
@@ -174,7 +178,7 @@ def test_fixture_strict_equals_official_when_complete():
         strict = iconqa.score_exact_match(task, qs, a, protocol="strict")
         assert acc(off) == acc(strict), case
     qs, a = load("aokvqa", "instructions/AOKVQA/val.json", "results/AOKVQA/merge.jsonl")
-    assert aokvqa.score(qs, a, protocol="strict").result["counts"]["unparsed"] == 8   # 'A.', '(B)', '', ...
+    assert aokvqa.score_records(qs, a, protocol="strict").result["counts"]["unparsed"] == 8   # 'A.', '(B)', '', ...
 
 
 # ----------------------------------------------------------------------------- ScienceQA
@@ -186,8 +190,8 @@ def test_scienceqa_img_accuracy_counts_missing_image_problems_in_strict():
     problems = json.loads((folder / "problems.json").read_text())
     split = json.loads((folder / "pid_splits.json").read_text())["test"]
     answers = read_answers(FIXTURES / "scienceqa" / "results" / "ScienceQA" / "merge.jsonl")
-    off = scienceqa.score(problems, split, answers, protocol="official")
-    strict = scienceqa.score(problems, split, answers, protocol="strict")
+    off = scienceqa.score_records(problems, split, answers, protocol="official")
+    strict = scienceqa.score_records(problems, split, answers, protocol="strict")
     assert off.stdout == "Total: 25, Correct: 12, Accuracy: 48.00%, IMG-Accuracy: 50.00%\n"
     # 3052 and 3872 have images but no answer: outside IMG in official, wrong IMG problems in strict
     assert strict.stdout == "Total: 25, Correct: 12, Accuracy: 48.00%, IMG-Accuracy: 43.75%\n"
@@ -202,8 +206,8 @@ def test_scienceqa_parsing_and_duplicates():
     assert scienceqa.pred_index("E", 4) == -1
     problems = {"1": {"choices": ["x", "y"], "answer": 0, "image": "i.png"}}
     answers = [ans("1", "A", "<image>\nq"), ans("1", "B", "<image>\nq")]
-    off = scienceqa.score(problems, ["1"], answers, protocol="official")      # last line wins
-    strict = scienceqa.score(problems, ["1"], answers, protocol="strict")    # first line wins
+    off = scienceqa.score_records(problems, ["1"], answers, protocol="official")      # last line wins
+    strict = scienceqa.score_records(problems, ["1"], answers, protocol="strict")    # first line wins
     assert off.result["metrics"]["accuracy"] == 0.0 and strict.result["metrics"]["accuracy"] == 100.0
     assert strict.result["counts"]["duplicates"] == 1
 
@@ -217,11 +221,11 @@ def test_caption_official_needs_one_answer_per_image(tmp_path):
                               "annotations": [{"image_id": 1, "caption": "a dog", "id": 1},
                                               {"image_id": 2, "caption": "a cat", "id": 2}]}))
     with pytest.raises(ScoreError, match="only 1 answer lines"):
-        caption.score("Flickr30k", str(gt), [ans("b", "a cat")], protocol="official")
+        caption.score_records("Flickr30k", str(gt), [ans("b", "a cat")], protocol="official")
     with pytest.raises(ScoreError, match="no image id 3"):
-        caption.score("Flickr30k", str(gt), [ans(x, "a") for x in "abc"], protocol="official")
+        caption.score_records("Flickr30k", str(gt), [ans(x, "a") for x in "abc"], protocol="official")
     with pytest.raises(ScoreError, match="needs --question-file"):
-        caption.score("Flickr30k", str(gt), [ans("b", "a cat")], protocol="strict")
+        caption.score_records("Flickr30k", str(gt), [ans("b", "a cat")], protocol="strict")
 
 
 def test_caption_strict_mapping_by_id():
@@ -242,7 +246,8 @@ def test_caption_strict_joins_by_id_shuffled_answers():
     gt = str(folder / "instructions" / "Screen2words" / "test_coco_type.json")
     answers = read_answers(folder / "results" / "Screen2words" / "merge.jsonl")
     qs = [{"question_id": f"screen2words_{i}", "image": f"Screen2words/{i}.jpg"} for i in range(8)]
-    strict = caption.score("Screen2Words", gt, Records(list(reversed(answers))), protocol="strict", questions=qs)
+    strict = caption.score_records("Screen2Words", gt, Records(list(reversed(answers))), protocol="strict",
+                                   questions=qs)
     m = strict.result["metrics"]
     # the official numbers of the in-order file (expected/stdout.txt)
     assert [f"{m[k]:.2f}" for k in caption.METRICS + ("Average",)] == \
@@ -293,7 +298,7 @@ def test_answers_from_another_question_file():
         with pytest.raises(ScoreError, match="another question file"):
             iconqa.score_exact_match("IconQA", qs, other, protocol=protocol)
     with pytest.raises(ScoreError, match="another question file"):
-        imagenet.score([dict(q, answer="Fig") for q in qs], other, protocol="official")
+        imagenet.score_records([dict(q, answer="Fig") for q in qs], other, protocol="official")
 
 
 def test_write_result_refuses_input_and_validates(tmp_path):

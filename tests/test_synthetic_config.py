@@ -44,7 +44,7 @@ def test_merge_of_synthetic_adapters_loads_on_the_tiny_base(tmp_path):
     merged = tmp_path / "merged"
     merge_to_folder(load_adapter_set(tasks), merged, method="task_arithmetic", hash_inputs=False)
     assert json.loads((merged / "config.json").read_text())["mm_vision_tower"] == "clip-tiny"
-    _, model, processor, _ = load_pretrained_model(merged, tiny.base, device="cpu", dtype="fp32")
+    _, model, _, _ = load_pretrained_model(merged, tiny.base, device="cpu", dtype="fp32")
     _, base, _, _ = load_pretrained_model(tiny.base, device="cpu", dtype="fp32")
     assert model.config.vocab_size == 512 and model.config.num_attention_heads == 4
     ids = torch.tensor([[1, 5, 9, 23, 40]])

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from robustmerge import table
-from robustmerge.paper_numbers import PAPER, paper_method
+from robustmerge.paper_numbers import paper_method
+
+LAYOUT = table.get_layout("paper")     # built from the task specs (llava/eval/tasks/)
+PAPER = LAYOUT.paper
 
 
 def write_result(root: Path, run: str, task: str, value: float, protocol: str = "official",
@@ -26,8 +29,8 @@ def write_result(root: Path, run: str, task: str, value: float, protocol: str = 
 
 
 # seen values 70..77, unseen 40..43, general
-FULL = {**{t: 70.0 + i for i, t in enumerate(table.SEEN)},
-        **{t: 40.0 + i for i, t in enumerate(table.UNSEEN)},
+FULL = {**{t: 70.0 + i for i, t in enumerate(LAYOUT.seen)},
+        **{t: 40.0 + i for i, t in enumerate(LAYOUT.unseen)},
         "POPE": 87.26, "MME": 1500.04, "MMBench": 68.0}
 
 
@@ -39,7 +42,7 @@ def results(tmp_path) -> Path:
     for task, v in FULL.items():
         if task != "REC":                                           # one seen cell missing
             write_result(root, "ties", task, v - 1.0, missing=3 if task == "MME" else 0)
-    for task in table.SEEN:
+    for task in LAYOUT.seen:
         write_result(root, "zero-shot", task, 50.0)
     (root / "zero-shot" / "notes").mkdir()                          # not a task folder: ignored
     (root / "Multi-task").mkdir(parents=True)                        # a run without any result
@@ -75,7 +78,7 @@ def test_markdown_and_csv(results, tmp_path, capsys):
     md = capsys.readouterr().out
     assert md == md_path.read_text()
     lines = md.splitlines()
-    assert lines[2] == "| run | " + " | ".join(table.MERGEBENCH_COLUMNS) + " |"
+    assert lines[2] == "| run | " + " | ".join(LAYOUT.mergebench_columns) + " |"
     assert lines[4] == ("| robustmerge | 70.00 | 71.00 | 72.00 | 73.00 | 74.00 | 75.00 | 76.00 | 77.00 | 73.50 "
                         "| 40.00 | 41.00 | 42.00 | 43.00 | 41.50 |")
     assert lines[5] == ("| ties | 69.00 | 70.00 | 71.00 | – | 73.00 | 74.00 | 75.00 | 76.00 | – "
@@ -105,8 +108,9 @@ def test_reference_rows_show_paper_and_difference(results):
     assert delta["MME"].value == 1500.04 - 1494.9
     assert rows[5].cells[table.SEEN_AVG].value is None                 # ties' own average is missing
     assert rows[1].cells["POPE"].value == 87.2
-    assert table.format_cell(rows[2], "MME") == "+5.1" and table.format_cell(rows[2], "ScienceQA") == "-3.43"
-    assert table.format_cell(rows[8], "AOKVQA") == ""                   # zero-shot: unseen missing
+    assert table.format_cell(rows[2], "MME", LAYOUT) == "+5.1"
+    assert table.format_cell(rows[2], "ScienceQA", LAYOUT) == "-3.43"
+    assert table.format_cell(rows[8], "AOKVQA", LAYOUT) == ""                   # zero-shot: unseen missing
     lines = table.render_csv(rows).splitlines()
     assert lines[3].startswith("robustmerge,delta,Δ vs paper,-3.43,5.46,4.8,28.2,")
     assert lines[2].startswith("robustmerge,paper,paper: RobustMerge,73.43,")
@@ -119,7 +123,7 @@ def test_paper_numbers_module():
     # The paper's averages match the mean of its printed cells to rounding (they come from
     # unrounded numbers) -- except RobustMerge's seen average: 57.33 printed, 57.41 computed.
     for method, ref in PAPER.items():
-        for avg, tasks in table.AVERAGES.items():
+        for avg, tasks in LAYOUT.averages.items():
             if avg in ref:
                 mean = sum(ref[t] for t in tasks) / len(tasks)
                 off = abs(mean - ref[avg])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES, needs_fixture
 from PIL import Image, ImageDraw
 from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -33,10 +34,8 @@ from llava.train.data import (
 from llava.train.llava_trainer import LengthGroupedSampler, modality_length_grouped_indices
 from llava.train.train import TrainSetupError, main, parse_args, train
 
-FIXTURES = Path(os.environ.get("LLAVA_FIXTURES") or Path(__file__).resolve().parents[2] / "shared" / "fixtures")
 TINY = FIXTURES / "llava_tiny"
 REPO = Path(__file__).resolve().parents[1]
-needs_fixtures = pytest.mark.skipif(not TINY.is_dir(), reason=f"fixtures not found at {TINY} (set LLAVA_FIXTURES)")
 
 COLORS = {"Red": (220, 30, 30), "Green": (30, 200, 40), "Blue": (30, 40, 220), "Yellow": (240, 230, 20)}
 QUESTION = "What color is the shape?\nAnswer the question using a single word or phrase."
@@ -104,7 +103,7 @@ def settings_for(processor, folder: Path | None, **kw) -> DataSettings:
 # ---------------------------------------------------------------- label mask
 
 
-@needs_fixtures
+@needs_fixture("llava_tiny")
 def test_v1_label_mask_exact_multi_turn():
     """Frozen: ids and the learned (position, id) pairs of a two-round conversation.
 
@@ -138,7 +137,7 @@ def test_v1_label_mask_exact_multi_turn():
     assert learned2 == [(90, 333), (91, 388), (92, 2), (108, 435), (109, 500), (110, 326), (111, 2)]
 
 
-@needs_fixtures
+@needs_fixture("llava_tiny")
 def test_fixture_training_data_learns_exactly_the_answers():
     """On the data the fixture LoRAs were trained on: learned tokens decode to answer + </s>."""
     tokenizer = AutoTokenizer.from_pretrained(str(TINY / "llava-v1.5-tiny"))
@@ -424,6 +423,10 @@ def test_train_task_python_api(tiny, tiny_data, tmp_path):
         extra_args=["--dataloader_pin_memory", "False", "--write_adapter_bin", "True"],
     )  # fmt: skip
     assert result.global_step == 3 and len(result.losses) == 3
+    args = result.trainer.args  # the arguments as given, the recipe's defaults, and extra_args on top
+    assert (args.lora_r, args.lora_alpha, args.learning_rate, args.mm_projector_lr, args.seed) == (4, 8, 3e-3, 1e-3, 1)
+    assert (args.warmup_steps, args.lr_scheduler_type, args.save_strategy, args.save_steps) == (0.03, "cosine", "steps", 50000)
+    assert args.group_by_modality_length is True and args.dataloader_pin_memory is False and args.write_adapter_bin is True
     out = tmp_path / "api"
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
     from safetensors.torch import load_file

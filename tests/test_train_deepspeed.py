@@ -17,13 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import in_ci
+from PIL import Image
 
+from llava.conversation import build_prompt
+from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.tiny import make_tiny_llava
 from llava.train.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import make_samples, write_images  # noqa: E402  (builders shared with the fast tests)
+from test_train import QUESTION, make_samples, write_images  # noqa: E402  (builders shared with the fast tests)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +36,15 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def needs_deepspeed() -> None:
-    """Skip (with the import error) when `import deepspeed` fails; checked in a subprocess, once."""
+    """Skip (with the import error) when `import deepspeed` fails, and fail under CI=true (where
+    `.ci/run` installs it); checked in a subprocess, once."""
     run = subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, text=True)
     if run.returncode != 0:
         error = (run.stderr.strip().splitlines() or ["import failed"])[-1]
-        pytest.skip(f"deepspeed not importable ({error}); install it with pip install -e '.[train]'")
+        message = f"deepspeed not importable ({error}); install it with pip install -e '.[train]'"
+        if in_ci():
+            pytest.fail("CI=true: " + message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,12 @@ def setup(tmp_path_factory):
     tiny = make_tiny_llava(root / "models")
     data = root / "data"
     (data / "train.json").parent.mkdir(parents=True, exist_ok=True)
-    (data / "train.json").write_text(json.dumps(make_samples(write_images(data / "images", 24))))
+    # Every sample has an image: a text-only batch leaves the projector without gradients, and
+    # there the two optimizers part ways by design (torch's AdamW skips a parameter whose grad is
+    # None; DeepSpeed's flat fp32 partitions give it a zero gradient, so its moments decay and
+    # its momentum keeps moving it). With two text-only samples the losses after that batch
+    # differed by up to 3e-3; without them the runs do the same arithmetic.
+    (data / "train.json").write_text(json.dumps(make_samples(write_images(data / "images", 24), text_only=0)))
     return tiny, data
 
 
@@ -93,13 +106,27 @@ def plain(setup, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def _assert_task_folder_loads(out: Path, tiny) -> None:
+def _logits(folder: Path, tiny, data: Path) -> torch.Tensor:
+    """fp32 logits [T, V] of the model loaded from `folder` (a task folder on `tiny.base`, or the base)."""
+    base = None if folder == tiny.base else tiny.base
+    tokenizer, model, processor, _ = load_pretrained_model(folder, base, device="cpu", dtype="fp32")
+    ids = tokenizer_image_token(build_prompt(QUESTION), tokenizer, return_tensors="pt")[None]  # [1, L]
+    pixels = process_images([Image.open(data / "images" / "img000.png").convert("RGB")], processor, model.config)
+    with torch.no_grad():
+        return model(input_ids=ids, images=pixels).logits[0]
+
+
+def _assert_task_folder_loads(out: Path, tiny, data: Path, like: Path | None = None) -> None:
+    """`out` and its checkpoint-6 read as task folders; `out` holds the trained weights (not the
+    zero-initialised LoRA B), equal to those of the run in `like` when given."""
     from robustmerge.adapters import load_adapter_set
 
-    _, model, _, _ = load_pretrained_model(out, tiny.base, device="cpu", dtype="fp32")
-    assert model is not None
     adapters = load_adapter_set([out, out / "checkpoint-6"])
     assert len(adapters.modules) == 14 and len(adapters.extra_keys()) == 4
+    trained = _logits(out, tiny, data)
+    assert (trained - _logits(tiny.base, tiny, data)).abs().max().item() > 1e-2  # training changed the model
+    if like is not None:
+        assert (trained - _logits(like, tiny, data)).abs().max().item() <= 1e-4
 
 
 def test_zero2_single_process_matches_plain_training_and_resumes(needs_deepspeed, setup, plain, tmp_path):
@@ -107,12 +134,12 @@ def test_zero2_single_process_matches_plain_training_and_resumes(needs_deepspeed
     out = tmp_path / "zero2"
     _run_cli(_argv(tiny, data, out, "--deepspeed", str(REPO / "scripts" / "zero2.json")))
     losses = _losses(out)
-    print("zero2 losses", [round(x, 3) for x in losses], "plain", [round(x, 3) for x in plain.losses])
+    print("zero2 - plain, largest loss difference:", max(abs(a - b) for a, b in zip(losses, plain.losses)))
     assert len(losses) == STEPS
-    assert losses[0] == pytest.approx(plain.losses[0], abs=1e-4)  # same init, same first batch
-    assert losses == pytest.approx(plain.losses, abs=2e-2)
+    # same init, same batches, same fp32 arithmetic: the largest difference observed is 1e-6
+    assert losses == pytest.approx(plain.losses, abs=1e-4)
     assert (out / "checkpoint-6" / "global_step6").is_dir()  # deepspeed's own optimizer state
-    _assert_task_folder_loads(out, tiny)
+    _assert_task_folder_loads(out, tiny, data, like=plain.output_dir)
 
     # resume from checkpoint-6 in a fresh folder: the same losses for steps 7..12
     resumed = tmp_path / "zero2-resumed"
@@ -130,7 +157,7 @@ def test_zero3_single_process_trains_and_saves(needs_deepspeed, setup, plain, tm
     losses = _losses(out)
     assert losses[0] == pytest.approx(plain.losses[0], abs=1e-4)
     assert sum(losses[-3:]) / 3 < 0.75 * losses[0]
-    _assert_task_folder_loads(out, tiny)
+    _assert_task_folder_loads(out, tiny, data)
 
 
 def test_trains_without_deepspeed_installed(setup, tmp_path):

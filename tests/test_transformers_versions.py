@@ -38,13 +38,14 @@ def test_hf_export_gives_runner_tokens_in_457_and_517(capsys):
 
 def test_project_tests_pass_at_transformers_floor():
     python = make_venv(VENVS / "tf517", "5.17.*", FLOOR_EXTRA)
-    check = subprocess.run([str(python), "-c", "import importlib.util, transformers; "
-                            "print(transformers.__version__, importlib.util.find_spec('torchvision') is None)"],
+    code = ("import importlib.util, transformers; "
+            "print(transformers.__version__, importlib.util.find_spec('torchvision') is None)")
+    check = subprocess.run([str(python), "-c", code],
                            capture_output=True, text=True, check=True)
     assert check.stdout.split() == [check.stdout.split()[0], "True"] and check.stdout.startswith("5.17.")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_llava_model.py",
                            "tests/test_llava_export.py", "tests/test_export_stream.py"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout.splitlines()[-1] and "failed" not in proc.stdout.splitlines()[-1]

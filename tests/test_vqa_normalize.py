@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llava.eval.scorers import vqav2
+from llava.eval.tasks.vqav2 import scorer as vqav2
 from llava.eval.scorers.vqa_normalize import CONTRACTIONS, normalize_answer
 
 # shared/fixtures/official_scores/vqav2: results/VQAv2/merge.jsonl text -> expected/answers_upload.json

@@ -95,11 +95,12 @@ def _last_line(path: Path) -> str:
 
 def fan_out(task: str, args: argparse.Namespace, answers_file: Path, slots: Sequence[str | None]) -> int:
     """Chunked generation of one pipeline task (``llava.eval.pipeline``'s flags in ``args``)."""
-    from llava.eval.pipeline import MMBENCH as MMBENCH_TASK, task_inputs, task_items
+    from llava.eval.pipeline import get_spec, task_inputs, task_items
 
     inputs = task_inputs(task, args.data_root)
-    if task == MMBENCH_TASK:
-        module, runner_args = MMBENCH, ["--question-file", str(inputs.question_file), "--single-pred-prompt"]
+    own_runner = getattr(get_spec(task).scorer, "RUNNER", None)   # (module, flags) of a task with its own CLI
+    if own_runner is not None:
+        module, runner_args = own_runner[0], ["--question-file", str(inputs.question_file), *own_runner[1]]
     else:
         module = LOADER
         runner_args = ["--question-file", str(inputs.question_file), "--image-folder", str(inputs.image_folder),

@@ -6,8 +6,9 @@
         [--num-chunks N --chunk-idx K] [--batch-size 1] [--max-new-tokens T] [--no-resume] [--limit N]
 
 ``--task NAME`` takes the prompt transform, image preprocessing (``--protocol`` picks the
-official or strict one) and generation budget from ``llava/eval/tasks.py`` (the twelve
-MM-MergeBench tasks, POPE, MME); without it LLaVA's defaults apply (prompt as is, the model's
+official or strict one) and generation budget from the task's spec (``llava/eval/tasks/<folder>/task.toml``:
+the twelve MM-MergeBench tasks, POPE, MME, and plug-in tasks from ``$LLAVA_TASKS_PATH``); without
+it LLaVA's defaults apply (prompt as is, the model's
 ``image_aspect_ratio`` preprocessing, 128 new tokens, temperature 0.2). ``--max-new-tokens``
 and ``--temperature`` override either. Question files may be JSON lists or JSONL.
 
@@ -30,7 +31,7 @@ from llava.eval.runner import (
     run_items,
 )
 from llava.eval.scorers.common import PROTOCOLS
-from llava.eval.tasks import get_eval_task
+from llava.eval.tasks import get_task
 from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_loader", description=__doc__.split("\n")[0])
     parser.add_argument("--question-file", required=True, help="questions: JSON list or JSONL")
     parser.add_argument("--image-folder", required=True, help="folder the questions' image paths are relative to")
-    parser.add_argument("--task", default=None, help="task definition from llava/eval/tasks.py (default: LLaVA's)")
+    parser.add_argument("--task", default=None,
+                        help="task definition from llava/eval/tasks/ or $LLAVA_TASKS_PATH (default: LLaVA's)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="official",
                         help="which preprocessing a task uses: official (the original runner's) or strict")
     add_model_args(parser)
@@ -101,7 +103,7 @@ def task_or_error(name: str | None):
     if not name:
         return None
     try:
-        return get_eval_task(name)
+        return get_task(name)
     except KeyError as e:
         raise RunnerError(f"--task: {e.args[0]}") from None
 

@@ -29,7 +29,7 @@ import torch
 from llava.eval.mmbench_data import ANSWER_INSTRUCTION, MMBenchItem, read_mmbench_tsv
 from llava.eval.model_vqa_loader import LLAVA_TEMPERATURE, add_model_args, answer_items, settings_from_args
 from llava.eval.runner import EvalItem, RunnerError, get_chunk
-from llava.eval.tasks import Prompt
+from llava.eval.tasks.prompts import Prompt
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from robustmerge.errors import cli_main
 

@@ -20,14 +20,16 @@ questions are fanned out over the GPUs by :mod:`llava.eval.launch` and merged be
 
 Data layout under ``--data-root`` (``playground/data`` in the README):
 
-- MM-MergeBench: ``instructions/<question file of the task>`` (see ``llava/eval/tasks.py``),
+- MM-MergeBench: ``instructions/<question file of the task>`` (see ``llava/eval/tasks/<folder>/task.toml``),
   images under ``datasets/``, ScienceQA's ``datasets/ScienceQA/{problems,pid_splits}.json``;
 - POPE: ``eval/pope/llava_pope_test.jsonl``, labels ``eval/pope/coco/``, images ``eval/pope/val2014/``;
 - MME: ``eval/MME/llava_mme.jsonl``, ``eval/MME/MME_Benchmark_release_version/`` (images and ground truth);
 - MMBench: ``eval/mmbench/mmbench_dev_20230712.tsv``.
 
 Results go to ``<results>/<run-name>/<folder>/`` where the folder is the results table's column
-name (:func:`result_folder`: ``REC`` for Grounding, ``VizWiz`` for VizWiz-caption, else the task).
+name (:func:`result_folder`, the spec's ``column``: ``REC`` for Grounding, ``VizWiz`` for
+VizWiz-caption, else the task). Every path above comes from the task specs; plug-in tasks
+(``$LLAVA_TASKS_PATH``) name theirs the same way.
 """
 
 from __future__ import annotations
@@ -46,39 +48,43 @@ from llava.eval import tasks as task_defs
 from llava.eval.runner import (
     GenerationSettings, ModelBundle, RunnerError, RunSummary, items_from_questions, read_question_file, run_items,
 )
-from llava.eval.scorers.common import PROTOCOLS, write_result, write_text_atomic
+from llava.eval.scorers.common import PROTOCOLS, ScoreError, write_result, write_text_atomic
+from llava.eval.tasks import ScoreInputs, TaskSpec
+from llava.eval.tasks.benchmark import CONV_MODE
 from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)
 
-MMBENCH = "MMBench"
-ALL_TASKS = (*task_defs.TASKS, *task_defs.GENERAL_TASKS, MMBENCH)
-GROUPS = {
-    "all": ALL_TASKS, "mergebench": tuple(task_defs.TASKS), "seen": task_defs.SEEN,
-    "unseen": task_defs.UNSEEN, "general": (*task_defs.GENERAL_TASKS, MMBENCH),
-}
-#: task -> results folder, where ``robustmerge.table``'s column name differs from the task name.
-RESULT_FOLDERS = {"Grounding": "REC", "VizWiz-caption": "VizWiz"}
 ANSWERS, RESULT, SCORES = "answers.jsonl", "result.json", "scores.txt"
 
 
-def canonical(name: str) -> str:
-    """Canonical task name (MM-MergeBench aliases, POPE, MME, MMBench; case-insensitive)."""
-    if name.strip().lower() == MMBENCH.lower():
-        return MMBENCH
+def groups() -> dict[str, tuple[str, ...]]:
+    """Task groups for ``--tasks``: all, mergebench (seen + unseen), seen, unseen, general."""
+    return {"all": tuple(task_defs.task_names()), "mergebench": tuple(task_defs.task_names(("seen", "unseen"))),
+            **{g: tuple(task_defs.task_names(g)) for g in task_defs.GROUPS}}
+
+
+def get_spec(name: str) -> TaskSpec:
+    """The task called ``name`` (aliases, case-insensitive), or ``RunnerError`` with the choices."""
     try:
-        return task_defs.get_eval_task(name).name
+        return task_defs.get_task(name)
     except KeyError:
-        raise RunnerError(f"unknown task {name!r}; choose from {', '.join(ALL_TASKS)} or a group "
-                          f"({', '.join(GROUPS)})") from None
+        raise RunnerError(f"unknown task {name!r}; choose from {', '.join(task_defs.task_names())} or a group "
+                          f"({', '.join(groups())})") from None
+
+
+def canonical(name: str) -> str:
+    """Canonical task name (aliases accepted; case-insensitive)."""
+    return get_spec(name).name
 
 
 def expand_tasks(spec: str | Sequence[str]) -> list[str]:
     """``"all"``, ``"seen,POPE"``, ``["ScienceQA", "rec"]`` ... -> canonical names, in order, once each."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
+    known = groups()
     out: list[str] = []
     for name in (n.strip() for n in names if n.strip()):
-        for task in GROUPS.get(name.lower(), (canonical(name),)):
+        for task in known.get(name.lower(), (canonical(name),)):
             if task not in out:
                 out.append(task)
     return out
@@ -86,35 +92,23 @@ def expand_tasks(spec: str | Sequence[str]) -> list[str]:
 
 def result_folder(task: str) -> str:
     """The folder name of ``task`` under ``results/<run>/`` (the results table's column)."""
-    return RESULT_FOLDERS.get(task, task)
+    return get_spec(task).column
 
 
 @dataclass(frozen=True)
 class TaskInputs:
-    """Where a task's inputs live under the data root."""
+    """Where a task's inputs live under the data root (paths from its spec)."""
 
     question_file: Path
     image_folder: Path | None
-    ground_truth: Path | None = None   # caption GT, POPE label folder, MME release folder, ScienceQA base dir
+    options: dict = dataclasses.field(default_factory=dict)   # scorer inputs by flag destination
 
 
 def task_inputs(task: str, data_root: str | os.PathLike) -> TaskInputs:
-    """The input paths of ``task`` (layout in the module docstring)."""
-    root = Path(data_root)
-    if task == MMBENCH:
-        return TaskInputs(root / "eval" / "mmbench" / "mmbench_dev_20230712.tsv", None)
-    if task == "POPE":
-        pope = root / "eval" / "pope"
-        return TaskInputs(pope / "llava_pope_test.jsonl", pope / "val2014", pope / "coco")
-    if task == "MME":
-        mme = root / "eval" / "MME"
-        return TaskInputs(mme / "llava_mme.jsonl", mme / "MME_Benchmark_release_version",
-                          mme / "MME_Benchmark_release_version")
-    t = task_defs.TASKS[task]
-    gt = root / "instructions" / t.gt_file if t.gt_file else None
-    if task == "ScienceQA":
-        gt = root / "datasets" / "ScienceQA"
-    return TaskInputs(root / "instructions" / t.question_file, root / "datasets", gt)
+    """The input paths of ``task`` under ``data_root``."""
+    root, spec = Path(data_root), get_spec(task)
+    return TaskInputs(root / spec.question_file, root / spec.image_folder if spec.image_folder else None,
+                      {k: root / v for k, v in spec.options.items()})
 
 
 # ----------------------------------------------------------------------------- generation
@@ -125,26 +119,25 @@ def task_items(task: str, data_root: str | os.PathLike, protocol: str = "officia
     """The runner items of ``task`` (chunked, then limited)."""
     from llava.eval.runner import get_chunk
 
-    inputs = task_inputs(task, data_root)
+    inputs, spec = task_inputs(task, data_root), get_spec(task)
     if not inputs.question_file.is_file():
         raise RunnerError(f"{inputs.question_file}: question file of {task} not found; check --data-root")
-    if task == MMBENCH:
-        from llava.eval.model_vqa_mmbench import mmbench_items
-
-        items = mmbench_items(inputs.question_file, single_pred_prompt=True)
+    build = getattr(spec.scorer, "build_items", None)     # a task with its own item builder (MMBench)
+    if build is not None:
+        items = build(spec, inputs.question_file, inputs.image_folder, protocol)
     else:
         items = read_question_file(inputs.question_file)
     items = get_chunk(items, num_chunks, chunk_idx)
     items = items[:limit] if limit is not None else items
-    if task == MMBENCH:
+    if build is not None:
         return items
-    return items_from_questions(items, task_defs.get_eval_task(task), inputs.image_folder, protocol)
+    return items_from_questions(items, spec, inputs.image_folder, protocol)
 
 
 def task_settings(task: str, batch_size: int = 1, max_new_tokens: int | None = None,
-                  temperature: float = 0.0, conv_mode: str = task_defs.CONV_MODE) -> GenerationSettings:
+                  temperature: float = 0.0, conv_mode: str = CONV_MODE) -> GenerationSettings:
     """The task's decoding settings (its max new tokens unless overridden)."""
-    default = 128 if task == MMBENCH else task_defs.get_eval_task(task).max_new_tokens
+    default = get_spec(task).max_new_tokens
     return GenerationSettings(conv_mode=conv_mode, temperature=temperature, max_new_tokens=max_new_tokens or default,
                               batch_size=batch_size)
 
@@ -162,65 +155,6 @@ def generate_answers(bundle: ModelBundle, task: str, data_root: str | os.PathLik
 # ----------------------------------------------------------------------------- scoring
 
 
-@dataclass
-class TaskScore:
-    """A scorer's outputs: the result record, the printed lines, extra files to write."""
-
-    result: dict
-    stdout: str
-    side_files: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-def _score_mergebench(task: str, inputs: TaskInputs, answers: Path, result_file: Path,
-                      protocol: str, skip_malformed: bool) -> TaskScore:
-    from llava.eval.scorers.__main__ import build_parser
-    from llava.eval.scorers.registry import get_scorer
-
-    argv = ["--task", task, "--question-file", str(inputs.question_file), "--answers-file", str(answers),
-            "--protocol", protocol, "--result-file", str(result_file)]
-    if task == "ScienceQA":
-        argv += ["--base-dir", str(inputs.ground_truth)]
-    elif inputs.ground_truth is not None:
-        argv += ["--gt-file", str(inputs.ground_truth)]
-    if skip_malformed:
-        argv.append("--skip-malformed")
-    scored = get_scorer(task).run(build_parser(task).parse_args(argv), task)
-    return TaskScore(scored.result, scored.stdout, dict(scored.side_files))
-
-
-def _score_general(task: str, inputs: TaskInputs, answers: Path, out_dir: Path,
-                   protocol: str, skip_malformed: bool) -> TaskScore:
-    from llava.eval.scorers.common import read_answers
-
-    if task == "POPE":
-        from llava.eval.scorers import pope
-
-        score, settings = pope.score_files(str(inputs.ground_truth), str(inputs.question_file), str(answers),
-                                           protocol, skip_malformed)
-        return TaskScore(pope.build_result(score, settings), pope.format_report(score))
-    if task == "MME":
-        from llava.eval.scorers import mme
-
-        gt = mme.read_mme_gt(inputs.ground_truth)
-        rows = read_answers(answers, skip_malformed=skip_malformed, require=("question_id", "prompt", "text"))
-        score = mme.score_mme(gt, rows, protocol)
-        settings = {"gt_dir": str(inputs.ground_truth), "answers_file": str(answers), "protocol": protocol,
-                    "skip_malformed": skip_malformed}
-        return TaskScore(mme.build_result(score, settings), mme.format_report(score))
-    from llava.eval.mmbench_data import read_mmbench_tsv
-    from llava.eval.scorers import mmbench
-
-    rows = read_answers(answers, skip_malformed=skip_malformed)
-    score = mmbench.score_mmbench(read_mmbench_tsv(inputs.question_file), rows, protocol,
-                                  str(inputs.question_file), str(answers))
-    submission = mmbench.write_submission(out_dir / "submission.xlsx",
-                                          mmbench.submission_frame(inputs.question_file, rows),
-                                          inputs=[inputs.question_file, answers])
-    settings = {"question_file": str(inputs.question_file), "answers_file": str(answers), "protocol": protocol,
-                "skip_malformed": skip_malformed, "submission_file": str(submission)}
-    return TaskScore(mmbench.build_result(score, settings), mmbench.format_report(score))
-
-
 def score_task(task: str, data_root: str | os.PathLike, out_dir: str | os.PathLike, *,
                answers_file: str | os.PathLike | None = None, protocol: str = "official",
                skip_malformed: bool = False, generation: dict | None = None) -> dict:
@@ -232,10 +166,11 @@ def score_task(task: str, data_root: str | os.PathLike, out_dir: str | os.PathLi
     out = Path(out_dir)
     answers = Path(answers_file) if answers_file else out / ANSWERS
     inputs = task_inputs(task, data_root)
-    if task in task_defs.TASKS:
-        scored = _score_mergebench(task, inputs, answers, out / RESULT, protocol, skip_malformed)
-    else:
-        scored = _score_general(task, inputs, answers, out, protocol, skip_malformed)
+    scored = get_spec(task).score(ScoreInputs(str(answers), str(inputs.question_file),
+                                              {k: str(v) for k, v in inputs.options.items()},
+                                              skip_malformed, str(out / RESULT)), protocol)
+    if scored.result is None:
+        raise ScoreError(scored.stdout.strip())
     if generation:
         scored.result["settings"]["generation"] = generation
     write_result(out / RESULT, scored.result)
@@ -285,11 +220,7 @@ def evaluate_task(bundle: ModelBundle, task: str, data_root: str | os.PathLike, 
 
 
 def _preprocessing(task: str, protocol: str) -> str:
-    if task == MMBENCH:
-        from llava.eval.model_vqa_mmbench import PREPROCESSING
-
-        return PREPROCESSING
-    return task_defs.get_eval_task(task).preprocessing_for(protocol)
+    return get_spec(task).preprocessing_for(protocol)
 
 
 def _refuse_inside(out: Path, data_root: Path) -> None:
@@ -314,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="benchmark data folder (see the module docstring)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--run-name", required=True, help="results go to <results>/<run-name>/<task>/")
-    p.add_argument("--tasks", default="all", help=f"comma-separated tasks or groups ({', '.join(GROUPS)}); default all")
+    p.add_argument("--tasks", default="all",
+                   help="comma-separated tasks or groups (all, mergebench, seen, unseen, general); default all")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's budget")
@@ -338,9 +270,7 @@ def find_adapter(adapters_dir: str | os.PathLike, task: str) -> Path:
     root = Path(adapters_dir)
     if not root.is_dir():
         raise RunnerError(f"{root}: adapters folder not found; check --adapters-dir")
-    names = [task, result_folder(task)]
-    if task in task_defs.TASKS:
-        names.append(task_defs.TASKS[task].question_file.split("/")[0])
+    names = [task, result_folder(task), get_spec(task).instructions_folder]
     wanted = {n.lower() for n in names}
     found = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in wanted)
     if len(found) != 1:

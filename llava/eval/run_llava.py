@@ -22,6 +22,7 @@ from llava.constants import (
     IMAGE_TOKEN_INDEX,
 )
 from llava.conversation import conv_templates
+from llava.eval.runner import GenerationSettings, generate_answers
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.errors import LlavaLoadError
@@ -44,6 +45,8 @@ def build_user_turn(query: str, has_image: bool, use_im_start_end: bool) -> str:
 
 def eval_model(args: argparse.Namespace) -> str:
     """Load the model named by `args`, answer `args.query`; returns the answer text."""
+    settings = GenerationSettings(conv_mode=args.conv_mode, temperature=args.temperature, top_p=args.top_p,
+                                  num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)  # checks the flags
     tokenizer, model, image_processor, _ = load_pretrained_model(
         args.model_path,
         args.model_base,
@@ -61,20 +64,8 @@ def eval_model(args: argparse.Namespace) -> str:
     pixels = None
     if images:
         pixels = process_images(images, image_processor, model.config).to(model.device, dtype=model.dtype)
-    sample = args.temperature > 0
-    output_ids = model.generate(
-        input_ids.unsqueeze(0).to(model.device),  # [1, L]
-        images=pixels,
-        image_sizes=[img.size for img in images] or None,
-        do_sample=sample,
-        temperature=args.temperature if sample else None,
-        top_p=args.top_p if sample else None,
-        num_beams=args.num_beams,
-        max_new_tokens=args.max_new_tokens,
-        use_cache=True,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.batch_decode(output_ids, skip_special_tokens=True)[0].strip()
+    sizes = [img.size for img in images]
+    return generate_answers(model, tokenizer, input_ids.unsqueeze(0), pixels, sizes, settings)[0]  # input [1, L]
 
 
 def build_parser() -> argparse.ArgumentParser:

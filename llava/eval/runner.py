@@ -48,7 +48,8 @@ from robustmerge.errors import UserError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.scorers.common import write_text_atomic
-from llava.eval.tasks import Prompt, Task, prompt_as_is
+from llava.eval.tasks import Prompt, TaskSpec
+from llava.eval.tasks.prompts import prompt_as_is
 from llava.mm_utils import expand2square, get_model_name_from_path, pad_token_ids, process_images, tokenizer_image_token
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,6 @@ class EvalItem:
                               f"{self.question_id!r} ({e})") from None
 
 
-#: Tasks whose question ids are shared by several questions (MME: both questions of an image).
-KEY_WITH_PROMPT = frozenset({"MME"})
 
 
 def record_key(record: dict, with_prompt: bool = False) -> str:
@@ -203,7 +202,7 @@ def read_question_file(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def items_from_questions(questions: Sequence[dict], task: Task | None, image_folder: str | os.PathLike,
+def items_from_questions(questions: Sequence[dict], task: TaskSpec | None, image_folder: str | os.PathLike,
                          protocol: str = "official") -> list[EvalItem]:
     """Questions (``question_id``, ``image``, ``text``) -> items, with the task's prompt and preprocessing.
 
@@ -223,7 +222,7 @@ def items_from_questions(questions: Sequence[dict], task: Task | None, image_fol
                                   "every question of this task needs one")
             path = folder / q["image"]
         items.append(EvalItem(q["question_id"], prompt, task.preprocessing_for(protocol) if task else "config", path,
-                              key_with_prompt=task is not None and task.name in KEY_WITH_PROMPT))
+                              key_with_prompt=task is not None and task.key_with_prompt))
     return items
 
 
@@ -297,35 +296,58 @@ def generate_batch(bundle: ModelBundle, items: Sequence[EvalItem], ids: Sequence
     """Answers (decoded, stripped) for one batch; a batch of one runs without padding or mask."""
     model, tokenizer = bundle.model, bundle.tokenizer
     device, dtype = model.device, model.dtype
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     images = [it.load_image() for it in items]
     pixels = [None if img is None else pixel_values(img, bundle.image_processor, it.preprocessing, model.config)
               for it, img in zip(items, images)]  # each [3, H, W] or None
     if len(items) == 1:
         input_ids, mask = torch.tensor([ids[0]], dtype=torch.long), None  # [1, L]
     else:
-        input_ids, mask = pad_token_ids(ids, pad_id, "left")  # [B, Lmax] each
-        mask = mask.to(device)
+        input_ids, mask = pad_token_ids(ids, pad_token_id(tokenizer), "left")  # [B, Lmax] each
     if all(p is None for p in pixels):
         batch_images = None
     elif all(p is not None for p in pixels):
         batch_images = torch.stack(pixels).to(device=device, dtype=dtype)  # [B, 3, H, W]
     else:  # text-only questions next to image questions (ScienceQA)
         batch_images = [None if p is None else p.to(device=device, dtype=dtype) for p in pixels]
+    image_sizes = [img.size for img in images if img is not None]
+    return generate_answers(model, tokenizer, input_ids, batch_images, image_sizes, settings, attention_mask=mask)
+
+
+def pad_token_id(tokenizer) -> int:
+    """The tokenizer's pad token, else its end-of-sequence token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def generate_answers(model, tokenizer, input_ids: torch.Tensor, images, image_sizes: list, settings: GenerationSettings,
+                     attention_mask: torch.Tensor | None = None) -> list[str]:
+    """The project's one generation call (the runner's batches and ``llava.eval.run_llava``).
+
+    Args:
+        input_ids: [B, L] prompt ids (``IMAGE_TOKEN_INDEX`` where the images go), left-padded for B > 1.
+        images: ``None``, a [N, 3, H, W] tensor, or a list of [3, H, W] tensors / ``None`` per row,
+            already on the model's device and dtype.
+        image_sizes: (width, height) of each image ([] for none).
+        settings: LLaVA's decoding flags; ``temperature == 0`` is greedy.
+        attention_mask: [B, L] for a padded batch, else ``None``.
+
+    Returns:
+        B answers, decoded and stripped.
+    """
+    device = model.device
     sample = settings.temperature > 0
     with torch.inference_mode():
         out = model.generate(
             input_ids.to(device),
-            attention_mask=mask,
-            images=batch_images,
-            image_sizes=[img.size for img in images if img is not None] or None,
+            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            images=images,
+            image_sizes=image_sizes or None,
             do_sample=sample,
             temperature=settings.temperature if sample else None,
             top_p=settings.top_p if sample else None,
             num_beams=settings.num_beams,
             max_new_tokens=settings.max_new_tokens,
             use_cache=True,
-            pad_token_id=pad_id,
+            pad_token_id=pad_token_id(tokenizer),
         )  # [B, new]: only the new tokens (generation from embeddings)
     return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from llava.eval import tasks as task_defs
-from llava.eval.scorers.mme import CATEGORIES as MME_CATEGORIES
-from llava.eval.scorers.pope import SPLITS as POPE_SPLITS
+from llava.eval.tasks.mme.scorer import CATEGORIES as MME_CATEGORIES
+from llava.eval.tasks.pope.scorer import SPLITS as POPE_SPLITS
 from robustmerge.errors import UserError, cli_main
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40),
@@ -116,9 +116,9 @@ def _coco_gt(questions: list[dict], captions: list[str]) -> dict:
     return {"images": images, "annotations": anns}
 
 
-def make_task(root: Path, task: task_defs.Task, n: int, rng: random.Random) -> Path:
+def make_task(root: Path, task: task_defs.TaskSpec, n: int, rng: random.Random) -> Path:
     """Question file (+ images, caption GT, ScienceQA problems) of one MM-MergeBench task."""
-    folder = task.question_file.split("/")[0]
+    folder = task.instructions_folder
     questions, captions, problems = [], [], {}
     for i in range(n):
         color, shape = _pick(rng)
@@ -142,10 +142,10 @@ def make_task(root: Path, task: task_defs.Task, n: int, rng: random.Random) -> P
             record["answer"] = q["answer"]
         captions.append(q.get("answer", ""))
         questions.append(record)
-    path = root / "instructions" / task.question_file
+    path = root / task.question_file
     _dump(questions, path)
-    if task.gt_file:
-        _dump(_coco_gt(questions, captions), root / "instructions" / task.gt_file)
+    if task.options.get("gt_file"):
+        _dump(_coco_gt(questions, captions), root / task.options["gt_file"])
     if problems:
         _dump(problems, root / "datasets" / "ScienceQA" / "problems.json")
         _dump({"test": list(problems), "val": [], "train": []}, root / "datasets" / "ScienceQA" / "pid_splits.json")
@@ -154,7 +154,8 @@ def make_task(root: Path, task: task_defs.Task, n: int, rng: random.Random) -> P
 
 def make_mmmergebench(root: Path, n: int = 3, seed: int = 0) -> None:
     """All twelve tasks under ``root/instructions`` and ``root/datasets``."""
-    for k, task in enumerate(task_defs.TASKS.values()):
+    builtin = [t for t in task_defs.tasks(("seen", "unseen")) if t.folder.parent == task_defs.BUILTIN_DIR]
+    for k, task in enumerate(builtin):
         make_task(root, task, n, random.Random(seed * 1000 + k))
 
 

@@ -1,10 +1,12 @@
-"""Reading LLaVA LoRA task folders and merged adapter folders, with every key checked.
+"""Loading LLaVA LoRA task folders and merged adapter folders into a model, with every key checked.
 
-A folder is an adapter when it holds `adapter_config.json` (PEFT LoraConfig). Its LoRA
-factors come from `adapter_model.safetensors` (preferred) or a legacy `adapter_model.bin`
-(keys `base_model.model.model.layers.{L}...lora_{A,B}.weight`); the fine-tuned projector from
-`non_lora_trainables.bin` (keys `base_model.model.model.mm_projector.*` as LLaVA's train.py
-writes them, or `model.mm_projector.*` as the original merge writes them).
+The folder format (file names, which weight file wins, key names, the one projector-key
+rule, safe reading) is `robustmerge.taskfolder`'s: a folder is an adapter when it holds the
+PEFT LoraConfig (`taskfolder.ADAPTER_CONFIG`); its LoRA factors come from the safetensors
+file (preferred) or the legacy `.bin` (keys `base_model.model.model.layers.{L}...lora_{A,B}.weight`);
+the fine-tuned projector from `taskfolder.PROJECTOR_FILE` (keys
+`base_model.model.model.mm_projector.*` as LLaVA's train.py writes them, or
+`model.mm_projector.*` as the original merge writes them), renamed by `taskfolder.projector_key`.
 
 Unlike LLaVA's `load_state_dict(strict=False)`, every projector key must name an existing
 parameter of the same shape and every LoRA factor must land on an injected LoRA layer (and
@@ -21,27 +23,16 @@ import torch
 from torch import nn
 
 from llava.model.errors import LlavaLoadError
+from robustmerge import taskfolder
+from robustmerge.taskfolder import ADAPTER_CONFIG, WEIGHT_FILES, is_adapter_folder  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_SAFETENSORS = "adapter_model.safetensors"
-ADAPTER_BIN = "adapter_model.bin"
-PROJECTOR_FILE = "non_lora_trainables.bin"
-
-
-def is_adapter_folder(folder: str | Path) -> bool:
-    return (Path(folder) / ADAPTER_CONFIG).is_file()
 
 
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     """A flat tensor dict from `.safetensors` or a `.bin` pickle (weights_only: no code runs)."""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return taskfolder.read_tensors(path)
     except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt/foreign file for the user
         raise LlavaLoadError(f"{path}: cannot read tensors ({exc}); re-export or re-download this file") from exc
 
@@ -64,28 +55,21 @@ def read_lora_config(folder: Path):
 
 def read_lora_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """LoRA factors from the adapter file (safetensors preferred over the legacy .bin)."""
-    for name in (ADAPTER_SAFETENSORS, ADAPTER_BIN):
-        path = folder / name
-        if path.is_file():
-            return load_tensor_file(path), path
-    raise LlavaLoadError(
-        f"{folder}: has {ADAPTER_CONFIG} but neither {ADAPTER_SAFETENSORS} nor {ADAPTER_BIN}; "
-        "copy the adapter weights next to its config"
-    )
-
-
-def _projector_key(key: str) -> str:
-    """`base_model.model.model.mm_projector.0.weight` -> `model.mm_projector.0.weight`."""
-    prefix = "base_model.model."
-    return key[len(prefix) :] if key.startswith(prefix) else key
+    path = taskfolder.find_weight_file(folder)
+    if path is None:
+        raise LlavaLoadError(
+            f"{folder}: has {ADAPTER_CONFIG} but neither {' nor '.join(WEIGHT_FILES)}; "
+            "copy the adapter weights next to its config"
+        )
+    return load_tensor_file(path), path
 
 
 def read_projector_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path] | None:
-    """`non_lora_trainables.bin` with keys named as in LlavaLlamaForCausalLM, or None if absent."""
-    path = folder / PROJECTOR_FILE
-    if not path.is_file():
+    """The projector file with keys named as in LlavaLlamaForCausalLM, or None if absent."""
+    path = taskfolder.find_projector_file(folder)
+    if path is None:
         return None
-    return {_projector_key(k): v for k, v in load_tensor_file(path).items()}, path
+    return {taskfolder.projector_key(k): v for k, v in load_tensor_file(path).items()}, path
 
 
 def apply_extra_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -121,7 +105,7 @@ def _check_lora_load(peft_model, weights: dict, result, source: Path) -> None:
     missing = sorted(k for k in result.missing_keys if ".lora_" in k)
     if missing:
         raise LlavaLoadError(
-            f"{source}: no weights for {len(missing)} LoRA layer factor(s) that adapter_config.json targets, "
+            f"{source}: no weights for {len(missing)} LoRA layer factor(s) that {ADAPTER_CONFIG} targets, "
             f"e.g. {missing[:3]}; the file is incomplete or its config lists extra target_modules"
         )
     logger.info("loaded %d LoRA tensors from %s", len(weights), source)

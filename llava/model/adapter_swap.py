@@ -9,7 +9,7 @@
 
 `attach(folder)` does what `load_pretrained_model(folder, model_base=base)` does after loading
 the base (the same `llava.model.adapter_io` functions, so the result is the same): the
-projector from `non_lora_trainables.bin` (when present), then the LoRA merged into the weights
+projector from the task folder's projector file (when present), then the LoRA merged into the weights
 through PEFT. Before that it keeps a copy of exactly the tensors the adapter changes (the
 projector, and the weight of every module the adapter file has factors for), and `detach()`
 copies them back. Memory cost: one copy of those tensors (for a 7B model with LoRA on every
@@ -36,25 +36,22 @@ from llava.model.adapter_io import (
     read_projector_weights,
 )
 from llava.model.errors import LlavaLoadError
+from robustmerge.taskfolder import ADAPTER_CONFIG, PROJECTOR_FILE, module_name, parse_lora_key
 
 logger = logging.getLogger(__name__)
-
-_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
-_PEFT_PREFIX = "base_model.model."
 
 
 def lora_module_names(keys) -> list[str]:
     """Model module names (``model.layers.0.self_attn.q_proj``) of the LoRA factors in ``keys``."""
     names = set()
     for key in keys:
-        suffix = next((s for s in _LORA_SUFFIXES if key.endswith(s)), None)
-        if suffix is None:
+        parsed = parse_lora_key(key)
+        if parsed is None or parsed[2] is not None:  # (an adapter name has no place in a file's keys)
             raise LlavaLoadError(
                 f"adapter key {key!r} is not a LoRA factor of a linear layer (*.lora_A.weight / *.lora_B.weight); "
                 "only plain LoRA adapters can be swapped"
             )
-        name = key[: -len(suffix)]
-        names.add(name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name)
+        names.add(module_name(parsed[0]))
     return sorted(names)
 
 
@@ -100,7 +97,7 @@ class AdapterSwapper:
         """Attach the adapter in `folder` (detaching the current one first)."""
         folder = Path(folder)
         if not is_adapter_folder(folder):
-            raise LlavaLoadError(f"{folder}: no adapter_config.json; pass a LoRA task folder or a merged adapter")
+            raise LlavaLoadError(f"{folder}: no {ADAPTER_CONFIG}; pass a LoRA task folder or a merged adapter")
         self.detach()
         weights, _ = read_lora_weights(folder)
         projector = read_projector_weights(folder)
@@ -114,7 +111,7 @@ class AdapterSwapper:
         self.current = folder
         try:
             if projector is None:
-                logger.warning("%s has no non_lora_trainables.bin: keeping the base model's projector", folder)
+                logger.warning("%s has no %s: keeping the base model's projector", folder, PROJECTOR_FILE)
             else:
                 apply_extra_weights(self.model, *projector)
             self._merge_lora(folder)

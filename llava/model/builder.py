@@ -1,11 +1,12 @@
 """`load_pretrained_model`: LLaVA's loader, deciding what a folder is from its files.
 
-Folder kinds (never guessed from the folder's name):
-- adapter (`adapter_config.json`): a LoRA task folder or a merged adapter, loaded on top of
-  `model_base`: base weights, then the projector from `non_lora_trainables.bin`, then the LoRA
-  via PEFT, merged into the weights (`merge_lora=True`, LLaVA's behaviour) or kept as adapter;
-- projector (`mm_projector.bin` without model weights): a pre-training run, on `model_base`;
-- full (`config.json` + weights): a complete LLaVA model.
+Folder kinds (never guessed from the folder's name; file names: `robustmerge.taskfolder`):
+- adapter (a PEFT adapter config): a LoRA task folder or a merged adapter, loaded on top of
+  `model_base`: base weights, then the projector from the task folder's projector file, then
+  the LoRA via PEFT, merged into the weights (`merge_lora=True`, LLaVA's behaviour) or kept
+  as adapter;
+- projector (LLaVA's pre-training projector file without model weights): on `model_base`;
+- full (model config + weights): a complete LLaVA model.
 The CLIP tower is then resolved offline from `mm_vision_tower` (see
 `multimodal_encoder.builder`) and attached.
 """
@@ -30,6 +31,7 @@ from llava.model.adapter_io import (
 from llava.model.errors import LlavaLoadError
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.builder import build_vision_tower, resolve_vision_tower
+from robustmerge.taskfolder import ADAPTER_CONFIG, MODEL_CONFIG, PROJECTOR_FILE, PROJECTOR_RUN_FILE, projector_key
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +50,13 @@ def folder_kind(path: Path) -> str:
     if is_adapter_folder(path):
         return "adapter"
     has_weights = any((path / f).is_file() for f in _WEIGHT_FILES)
-    if (path / "mm_projector.bin").is_file() and not has_weights:
+    if (path / PROJECTOR_RUN_FILE).is_file() and not has_weights:
         return "projector"
-    if (path / "config.json").is_file() and has_weights:
+    if (path / MODEL_CONFIG).is_file() and has_weights:
         return "full"
     raise LlavaLoadError(
-        f"{path}: not a LLaVA folder: expected adapter_config.json (LoRA/merged adapter), "
-        f"mm_projector.bin (projector run) or config.json with one of {_WEIGHT_FILES}"
+        f"{path}: not a LLaVA folder: expected {ADAPTER_CONFIG} (LoRA/merged adapter), "
+        f"{PROJECTOR_RUN_FILE} (projector run) or {MODEL_CONFIG} with one of {_WEIGHT_FILES}"
     )
 
 
@@ -104,8 +106,8 @@ def _quantization_kwargs(load_8bit: bool, load_4bit: bool, dtype: torch.dtype) -
 
 
 def _load_config(folder: Path) -> LlavaConfig:
-    if not (folder / "config.json").is_file():
-        raise LlavaLoadError(f"{folder}: no config.json; a LLaVA folder needs its LlavaConfig")
+    if not (folder / MODEL_CONFIG).is_file():
+        raise LlavaLoadError(f"{folder}: no {MODEL_CONFIG}; a LLaVA folder needs its LlavaConfig")
     return LlavaConfig.from_pretrained(str(folder))
 
 
@@ -119,7 +121,7 @@ def _load_base_weights(folder: Path, config: LlavaConfig, **kwargs) -> LlavaLlam
     mismatched = info.get("mismatched_keys") or []
     if missing or unexpected or mismatched:
         raise LlavaLoadError(
-            f"{folder}: weights do not fit config.json (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"{folder}: weights do not fit {MODEL_CONFIG} (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"mismatched {list(mismatched)[:3]}); check that the folder holds a LLaVA-1.5 llava_llama checkpoint"
         )
     return model
@@ -157,15 +159,15 @@ def _load_language_model(path: Path, kind: str, base: Path | None, merge_lora: b
         raise LlavaLoadError(
             f"{path} is an {kind} folder and needs the base model: pass model_base (CLI: --model-base)"
         )
-    config = _load_config(path if (path / "config.json").is_file() else base)
+    config = _load_config(path if (path / MODEL_CONFIG).is_file() else base)
     model = _load_base_weights(base, config, **kwargs)
     if kind == "projector":
-        weights = {k.removeprefix("base_model.model."): v for k, v in load_tensor_file(path / "mm_projector.bin").items()}
-        apply_extra_weights(model, weights, path / "mm_projector.bin")
+        weights = {projector_key(k): v for k, v in load_tensor_file(path / PROJECTOR_RUN_FILE).items()}
+        apply_extra_weights(model, weights, path / PROJECTOR_RUN_FILE)
         return model
     projector = read_projector_weights(path)
     if projector is None:
-        logger.warning("%s has no non_lora_trainables.bin: keeping the base model's projector", path)
+        logger.warning("%s has no %s: keeping the base model's projector", path, PROJECTOR_FILE)
     else:
         apply_extra_weights(model, *projector)
     return apply_lora(model, path, merge=merge_lora)
@@ -176,7 +178,7 @@ def _attach_tower(model, search_dirs: list[Path], override, dtype, attn: str, so
     inner = model.get_model() if hasattr(model, "get_model") else model.get_base_model().get_model()
     name = getattr(inner.config, "mm_vision_tower", None) or getattr(inner.config, "vision_tower", None)
     if name is None and override is None:
-        raise LlavaLoadError("config.json has no mm_vision_tower; pass vision_tower_path")
+        raise LlavaLoadError(f"{MODEL_CONFIG} has no mm_vision_tower; pass vision_tower_path")
     tower_path = resolve_vision_tower(str(name), search_dirs, override, source=source)
     tower = build_vision_tower(inner.config, tower_path, dtype=dtype, attn_implementation=attn)
     inner.attach_vision_tower(tower)
@@ -230,7 +232,7 @@ def load_pretrained_model(
     tokenizer = _load_tokenizer(path, *([base] if base else []))
     _add_image_tokens(tokenizer, model)
     search = [path, path.parent] + ([base, base.parent] if base else [])
-    config_file = path / "config.json" if (path / "config.json").is_file() else (base or path) / "config.json"
+    config_file = path / MODEL_CONFIG if (path / MODEL_CONFIG).is_file() else (base or path) / MODEL_CONFIG
     tower = _attach_tower(model, search, vision_tower_path, torch_dtype, attn, f"mm_vision_tower in {config_file}")
     if device_map is None and "quantization_config" not in load_kwargs:
         model.to(dev)

@@ -37,27 +37,41 @@ from pathlib import Path
 import torch
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.model.adapter_io import (
-    ADAPTER_BIN,
-    ADAPTER_SAFETENSORS,
-    PROJECTOR_FILE,
-    is_adapter_folder,
-    read_lora_config,
+from llava.model.adapter_io import read_lora_config
+from llava.model.builder import (
+    _load_config,
+    _load_tokenizer,
+    folder_kind,
+    resolve_dtype,
 )
-from llava.model.builder import _load_config, _load_tokenizer, folder_kind, resolve_dtype
 from llava.model.errors import LlavaLoadError
 from llava.model.multimodal_encoder.builder import resolve_vision_tower
 from llava.model.multimodal_encoder.clip_encoder import load_image_processor
-from llava.model.tensor_files import PlannedTensor, TensorFiles, parse_size, write_sharded_safetensors
+from llava.model.tensor_files import (
+    PlannedTensor,
+    TensorFiles,
+    parse_size,
+    write_sharded_safetensors,
+)
 from robustmerge.atomic import atomic_folder
 from robustmerge.errors import cli_main
+from robustmerge.taskfolder import (
+    MODEL_CONFIG,
+    PROJECTOR_FILE,
+    PROJECTOR_RUN_FILE,
+    WEIGHT_FILES,
+    find_weight_file,
+    is_adapter_folder,
+    module_name,
+    parse_lora_key,
+    projector_key,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 _TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 _TOWER_PREFIX = "model.vision_tower.vision_tower."
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.[^.]+)?\.weight$")
 VICUNA_CHAT_TEMPLATE = (
     "{{ 'A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the user\\'s questions. ' }}"
@@ -127,7 +141,7 @@ def _expected_shapes(config) -> dict[str, tuple[int, ...]]:
 def _check_base(files: TensorFiles, shapes: dict[str, tuple[int, ...]], folder: Path) -> None:
     """Every expected parameter is in the files with its shape; nothing foreign (tower keys aside)."""
     missing = sorted(k for k in shapes if k not in files)
-    unexpected = sorted(k for k in files.keys() if k not in shapes and "vision_tower." not in k)
+    unexpected = sorted(k for k in files if k not in shapes and "vision_tower." not in k)
     mismatched = sorted(k for k in shapes if k in files and files.infos[k].shape != shapes[k])
     if missing or unexpected or mismatched:
         raise LlavaLoadError(
@@ -136,14 +150,10 @@ def _check_base(files: TensorFiles, shapes: dict[str, tuple[int, ...]], folder: 
         )
 
 
-def _tensor_file_or_none(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
-
-
 def _read_extra(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     """Projector tensors (`non_lora_trainables.bin` / `mm_projector.bin`), keys checked against the model."""
     files = TensorFiles(path, [path])
-    weights = {k.removeprefix("base_model.model."): files.get(k) for k in files.keys()}
+    weights = {projector_key(k): files.get(k) for k in files}
     homeless = sorted(k for k in weights if k not in shapes)
     if homeless:
         raise LlavaLoadError(
@@ -187,18 +197,19 @@ def _read_lora(folder: Path, shapes: dict[str, tuple[int, ...]]) -> LoraSource:
 
     config = read_lora_config(folder)
     _check_plain_lora(config, folder)
-    path = _tensor_file_or_none(folder, (ADAPTER_SAFETENSORS, ADAPTER_BIN))
+    path = find_weight_file(folder)
     if path is None:
-        raise LlavaLoadError(f"{folder}: has adapter_config.json but neither {ADAPTER_SAFETENSORS} nor {ADAPTER_BIN}; "
+        raise LlavaLoadError(f"{folder}: has adapter_config.json but none of {WEIGHT_FILES}; "
                              "copy the adapter weights next to its config")
     files = TensorFiles(path, [path])
     pairs: dict[str, dict[str, str]] = {}
-    for key in files.keys():
-        match = _LORA_KEY.match(key)
-        if match is None or f"{match['module']}.weight" not in shapes:
+    for key in files:
+        parsed = parse_lora_key(key)
+        module = module_name(parsed[0]) if parsed else None
+        if module is None or f"{module}.weight" not in shapes:
             raise LlavaLoadError(f"{path}: adapter key {key} matches no LoRA layer of the model; the adapter's keys or "
                                  "target_modules do not fit this base model")
-        pairs.setdefault(match["module"], {})[match["factor"]] = key
+        pairs.setdefault(module, {})[parsed[1]] = key
     modules = {}
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
@@ -229,7 +240,7 @@ def open_source(model_path: str | Path, model_base: str | Path | None = None) ->
     elif base is None:
         raise LlavaLoadError(f"{path} is an {kind} folder and needs the base model: pass model_base (CLI: --model-base)")
     weights_folder = base or path
-    config_folder = path if (path / "config.json").is_file() else weights_folder
+    config_folder = path if (path / MODEL_CONFIG).is_file() else weights_folder
     config = _load_config(config_folder)
     shapes = _expected_shapes(config)
     files = TensorFiles(weights_folder)
@@ -237,9 +248,9 @@ def open_source(model_path: str | Path, model_base: str | Path | None = None) ->
     source = ModelSource(path=path, config=config, base=files, shapes=shapes,
                          tokenizer_dirs=[path, *([base] if base else [])],
                          search_dirs=[path, path.parent] + ([base, base.parent] if base else []),
-                         config_file=config_folder / "config.json")  # fmt: skip
+                         config_file=config_folder / MODEL_CONFIG)  # fmt: skip
     if kind == "projector":
-        source.extra = _read_extra(path / "mm_projector.bin", shapes)
+        source.extra = _read_extra(path / PROJECTOR_RUN_FILE, shapes)
     elif kind == "adapter":
         if (path / PROJECTOR_FILE).is_file():
             source.extra = _read_extra(path / PROJECTOR_FILE, shapes)
@@ -279,6 +290,10 @@ def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([weight, extra], dim=0)
 
 
+def _grown(make: Callable[[], torch.Tensor], rows: int) -> Callable[[], torch.Tensor]:
+    return lambda: _grow_rows(make(), rows)
+
+
 def hf_name(key: str) -> str:
     """llava_llama parameter name -> its name in the published llava-hf checkpoints."""
     for old, new in (("model.mm_projector.0.", "multi_modal_projector.linear_1."),
@@ -296,7 +311,7 @@ def _hf_lm_plan(source: ModelSource, dtype: torch.dtype, vocab_size: int) -> lis
         make = _cast(lambda k=key: source.tensor(k), dtype)
         if key in ("model.embed_tokens.weight", "lm_head.weight"):
             shape = (vocab_size, shape[1])
-            make = (lambda m: lambda: _grow_rows(m(), vocab_size))(make)  # rows averaged in `dtype`, as before
+            make = _grown(make, vocab_size)  # rows averaged in `dtype`, as before
         plan.append(PlannedTensor(hf_name(key), shape, dtype, make))
     return plan
 
@@ -385,7 +400,7 @@ def _write_llava(source: ModelSource, folder: Path, dtype: torch.dtype, shard_by
         original["mm_vision_tower"] = tower_path.name
     plan = _llava_plan(source, dtype)
     write_sharded_safetensors(plan, folder, shard_bytes, _progress(len(plan), "export llava"))
-    (folder / "config.json").write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
+    (folder / MODEL_CONFIG).write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
     _generation_config(source).save_pretrained(str(folder))
     _copy_tokenizer_files(_load_tokenizer(*source.tokenizer_dirs), folder)
 
@@ -403,7 +418,7 @@ def export_llava_layout(model, tokenizer, folder: Path, dtype: torch.dtype, max_
     state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
     plan = [PlannedTensor(k, tuple(v.shape), dtype, _cast(lambda v=v: v.detach(), dtype)) for k, v in state.items()]
     write_sharded_safetensors(plan, folder, parse_size(max_shard_size))
-    (folder / "config.json").write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
+    (folder / MODEL_CONFIG).write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
     model.generation_config.save_pretrained(str(folder))
     _copy_tokenizer_files(tokenizer, folder)
 
@@ -441,7 +456,9 @@ def _hf_config(config, vision_config, vocab_size: int, image_token_id: int, dtyp
 def _hf_processor(tokenizer, image_processor, vision_config, config):
     """LlavaProcessor: pad-to-square (image_aspect_ratio 'pad') CLIP preprocessing + vicuna_v1 template."""
     from transformers import LlavaProcessor
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+    from transformers.models.llava.image_processing_pil_llava import (
+        LlavaImageProcessorPil,
+    )
 
     ip = image_processor
     llava_ip = LlavaImageProcessorPil(
@@ -526,7 +543,7 @@ def _write_hf(source: ModelSource, folder: Path, dtype: torch.dtype, shard_bytes
 def _source_dtype(model_path: Path, model_base) -> str:
     """The dtype named in the config of the full model (or of the base, for adapters)."""
     folder = Path(model_base) if model_base is not None and is_adapter_folder(model_path) else model_path
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = json.loads((folder / MODEL_CONFIG).read_text()) if (folder / MODEL_CONFIG).is_file() else {}
     name = config.get("torch_dtype") or config.get("dtype") or "float32"
     return str(name).removeprefix("torch.")
 

@@ -70,9 +70,9 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     except RuntimeError:  # legacy (non-zip) format: cannot be memory-mapped
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt/foreign file
+        except Exception as exc:
             raise LlavaLoadError(f"{path}: cannot read tensors ({exc}); re-export or re-download it") from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise LlavaLoadError(f"{path}: cannot read tensors ({exc}); re-export or re-download it") from exc
 
 
@@ -98,6 +98,9 @@ class TensorFiles:
 
     def keys(self) -> list[str]:
         return list(self.infos)
+
+    def __iter__(self):
+        return iter(self.infos)
 
     def __contains__(self, name: str) -> bool:
         return name in self.infos

@@ -4,7 +4,7 @@
 
     out/clip-tiny/         CLIPVisionModel (random init) + CLIP image processor config
     out/llava-v1.5-tiny/   LlavaLlamaForCausalLM (random init) in the original LLaVA-1.5
-                           format (config.json with mm_vision_tower "clip-tiny", weights,
+                           format (model config with mm_vision_tower "clip-tiny", weights,
                            sentencepiece tokenizer trained here on generated text)
 
 `make_tiny_lora(base, out)` adds a LoRA task folder as LLaVA's train.py writes it (random
@@ -31,6 +31,7 @@ from llava.conversation import conv_templates
 from llava.model.errors import LlavaLoadError
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from robustmerge.errors import cli_main
+from robustmerge.taskfolder import MODEL_CONFIG, lora_key, peft_name, write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def write_llava_base(folder: Path, sizes: TinySizes, tower_name: str, seed: int,
     with torch.no_grad():
         model.lm_head.weight.mul_(lm_head_scale)
     model.save_pretrained(str(folder))
-    (folder / "config.json").write_text(json.dumps(config.to_original_dict(), indent=2, sort_keys=True) + "\n")
+    (folder / MODEL_CONFIG).write_text(json.dumps(config.to_original_dict(), indent=2, sort_keys=True) + "\n")
     write_tokenizer(folder, sizes.vocab_size, seed)
 
 
@@ -218,10 +219,14 @@ def random_llava(sizes: TinySizes, tower: str | Path, device: str | torch.device
     return model.eval()
 
 
-def _fresh_output(out: Path) -> Path:
-    """A temporary sibling folder to build `out` in (refusing to overwrite a non-empty out)."""
+def _refuse_non_empty(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise LlavaLoadError(f"{out} exists and is not empty; choose a new --out folder")
+
+
+def _fresh_output(out: Path) -> Path:
+    """A temporary sibling folder to build `out` in (refusing to overwrite a non-empty out)."""
+    _refuse_non_empty(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
@@ -258,9 +263,9 @@ def _lora_tensors(config, r: int, scale: float, gen: torch.Generator) -> dict[st
     out = {}
     for layer in range(config.num_hidden_layers):
         for module, (d_in, d_out) in shapes.items():
-            key = f"base_model.model.model.layers.{layer}.{module}"
-            out[f"{key}.lora_A.weight"] = torch.randn(r, d_in, generator=gen) * scale
-            out[f"{key}.lora_B.weight"] = torch.randn(d_out, r, generator=gen) * scale
+            key = peft_name(f"model.layers.{layer}.{module}")
+            out[lora_key(key, "A")] = torch.randn(r, d_in, generator=gen) * scale
+            out[lora_key(key, "B")] = torch.randn(d_out, r, generator=gen) * scale
     return out
 
 
@@ -275,37 +280,30 @@ def make_tiny_lora(
 ) -> Path:
     """A LoRA task folder as LLaVA's train.py writes it, with random factors, on `base`.
 
-    Files: adapter_config.json, adapter_model.bin (or .safetensors), non_lora_trainables.bin
-    (the base projector plus noise, keys `base_model.model.model.mm_projector.*`), config.json.
+    Files (`robustmerge.taskfolder` names them): the PEFT adapter config, the LoRA as `.bin`
+    (or safetensors), the projector file (the base projector plus noise, keys
+    `base_model.model.model.mm_projector.*`) and the base's model config.
     """
     from peft import LoraConfig
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     base, out = Path(base), Path(out)
     config = LlavaConfig.from_pretrained(str(base))
     gen = torch.Generator().manual_seed(seed)
-    tmp = _fresh_output(out)
-    try:
-        LoraConfig(
+    _refuse_non_empty(out)
+    with write_folder(out) as folder:
+        folder.adapter_config(LoraConfig(
             r=r, lora_alpha=lora_alpha, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
             target_modules=list(LORA_TARGETS), base_model_name_or_path=base.name,
-        ).save_pretrained(str(tmp))  # fmt: skip
-        lora = _lora_tensors(config, r, scale, gen)
-        if weights_format == "safetensors":
-            save_file(lora, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        else:
-            torch.save(lora, tmp / "adapter_model.bin")
+        ))  # fmt: skip
+        folder.lora(_lora_tensors(config, r, scale, gen), fmt="safetensors" if weights_format == "safetensors" else "bin")
         weights = load_file(str(base / "model.safetensors"))
-        projector = {
-            f"base_model.model.{k}": v + torch.randn(v.shape, generator=gen) * scale
+        folder.projector({
+            peft_name(k): v + torch.randn(v.shape, generator=gen) * scale
             for k, v in weights.items()
             if k.startswith("model.mm_projector.")
-        }
-        torch.save(projector, tmp / "non_lora_trainables.bin")
-        shutil.copy(base / "config.json", tmp / "config.json")
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        })
+        folder.model_config(base / MODEL_CONFIG)
     return out
 
 

@@ -4,22 +4,19 @@
   and similar length (:class:`LengthGroupedSampler`, LLaVA's megabatch scheme). The order is
   drawn from ``seed + epoch``, so a resumed run sees the same order.
 - ``--mm_projector_lr``: the projector gets its own learning rate (its own parameter groups).
-- Saving (final output and every ``checkpoint-N``) writes the LLaVA LoRA task-folder layout:
-  ``adapter_config.json``, ``adapter_model.safetensors`` (keys without adapter name),
-  ``non_lora_trainables.bin`` (the projector, keys ``base_model.model.model.mm_projector.*``),
-  ``config.json`` (the LlavaConfig, readable by transformers 4.3x too) and PEFT's README.md.
-  ``adapter_config.json`` is moved in last, so a folder only looks like an adapter once it is
-  complete. Resuming restores the projector from ``non_lora_trainables.bin`` as well as the LoRA.
+- Saving (final output and every ``checkpoint-N``) writes the LLaVA LoRA task-folder layout
+  through ``robustmerge.taskfolder.update_folder``: the PEFT adapter config, the LoRA as
+  safetensors (keys without adapter name), the projector file (keys
+  ``base_model.model.model.mm_projector.*``), the model config (the LlavaConfig, readable by
+  transformers 4.3x too) and PEFT's model card. The adapter config is moved in last, so a
+  folder only looks like an adapter once it is complete. Resuming restores the projector from
+  the projector file as well as the LoRA.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,12 +24,11 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
+from robustmerge.taskfolder import PROJECTOR_FILE, read_tensors, update_folder
+
 logger = logging.getLogger(__name__)
 
 PROJECTOR_KEY = "mm_projector"
-NON_LORA_FILE = "non_lora_trainables.bin"
-# written in this order; adapter_config.json last (it is what makes a folder an adapter)
-_TASK_FILES = ("adapter_model.safetensors", NON_LORA_FILE, "config.json", "README.md", "adapter_config.json")
 
 
 # ---------------------------------------------------------------- sampling
@@ -154,48 +150,38 @@ def save_task_folder(
         output_dir: folder to write into (created; existing task files are replaced).
         state_dict: the model's state with PeftModel key names; gathered by the caller under
             ZeRO-3 (trainable weights only is enough); default ``model.state_dict()``.
-        write_bin: also write the same LoRA tensors as ``adapter_model.bin`` (torch.save), for
+        write_bin: also write the same LoRA tensors as the legacy ``.bin`` (torch.save), for
             PEFT < 0.5 such as the copy vendored by the original RobustMerge code.
     """
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not state_dict:
         state_dict = model.state_dict()
     # adapter name removed from the keys; the embeddings are never trained here
     lora = get_peft_model_state_dict(model, state_dict=state_dict, save_embedding_layers=False)
     lora = {k: v.detach().to("cpu").contiguous() for k, v in lora.items()}
     non_lora = split_trainables(model, state_dict)
-    tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=out))
-    try:
+    with update_folder(out) as folder:
         lora_config = copy.deepcopy(model.peft_config["default"])
         lora_config.inference_mode = True
-        lora_config.save_pretrained(str(tmp))
-        save_file(lora, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        folder.adapter_config(lora_config)
+        folder.lora(lora, fmt="safetensors")
         if write_bin:
-            torch.save(lora, tmp / "adapter_model.bin")
-        torch.save(non_lora, tmp / NON_LORA_FILE)
-        config = model.get_base_model().config
-        (tmp / "config.json").write_text(json.dumps(config.to_original_dict(), indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text("---\nlibrary_name: peft\n---\nLLaVA-1.5 LoRA task adapter (llava.train).\n")
-        if not write_bin and (out / "adapter_model.bin").is_file():
-            (out / "adapter_model.bin").unlink()  # stale: old PEFT would read it instead
-        for name in (("adapter_model.bin",) if write_bin else ()) + _TASK_FILES:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            folder.lora(lora, fmt="bin")
+        folder.projector(non_lora)
+        folder.model_config(model.get_base_model().config.to_original_dict())
+        folder.model_card("---\nlibrary_name: peft\n---\nLLaVA-1.5 LoRA task adapter (llava.train).\n")
     logger.info("saved LoRA task folder (%d LoRA tensors, %d projector tensors) to %s", len(lora), len(non_lora), out)
     return out
 
 
 def load_non_lora(model, folder: str | Path) -> None:
-    """Copy ``non_lora_trainables.bin`` of `folder` into the PeftModel (every key must fit)."""
-    path = Path(folder) / NON_LORA_FILE
+    """Copy the projector file of `folder` into the PeftModel (every key must fit)."""
+    path = Path(folder) / PROJECTOR_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; this checkpoint cannot restore the projector")
-    weights = torch.load(path, map_location="cpu", weights_only=True)
+    weights = read_tensors(path)
     params = dict(model.named_parameters())
     homeless = sorted(k for k in weights if k not in params)
     if homeless:
@@ -258,6 +244,6 @@ class LLaVATrainer(Trainer):
         save_task_folder(model, output_dir or self.args.output_dir, state_dict, write_bin=write_bin)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """LoRA via the Trainer (PEFT), then the projector from ``non_lora_trainables.bin``."""
+        """LoRA via the Trainer (PEFT), then the projector from the checkpoint's projector file."""
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
         load_non_lora(self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint)

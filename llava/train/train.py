@@ -23,9 +23,9 @@ LLaVA's flags are kept (plus every ``transformers.TrainingArguments`` flag). Dif
 - A run resumes from the newest complete ``checkpoint-N`` in ``--output_dir`` (as LLaVA) or
   from ``--resume_from_checkpoint``; a finished adapter folder is never overwritten unless
   ``--overwrite_output_dir True``.
-- Output (and every checkpoint): the LLaVA LoRA task folder (``adapter_config.json``,
-  ``adapter_model.safetensors``, ``non_lora_trainables.bin``, ``config.json``) plus
-  ``trainer_state.json``; ``--write_adapter_bin True`` adds ``adapter_model.bin`` for PEFT < 0.5.
+- Output (and every checkpoint): the LLaVA LoRA task folder (``robustmerge.taskfolder``:
+  adapter config, LoRA safetensors, projector file, model config) plus
+  ``trainer_state.json``; ``--write_adapter_bin True`` adds the legacy ``.bin`` LoRA for PEFT < 0.5.
 
 Python: ``train(["--model_name_or_path", ...])`` or the typed :func:`train_task`.
 Deepspeed is imported (by transformers) only when ``--deepspeed`` is given.
@@ -56,6 +56,7 @@ from llava.train.data import (
 )
 from llava.train.llava_trainer import LLaVATrainer
 from robustmerge.errors import UserError, cli_main
+from robustmerge.taskfolder import ADAPTER_BIN, ADAPTER_CONFIG, MODEL_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class TrainingArguments(transformers.TrainingArguments):
     evaluation_strategy: str | None = field(default=None, metadata={"help": "old name of eval_strategy"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a finished adapter in output_dir"})
     write_adapter_bin: bool = field(
-        default=False, metadata={"help": "also write adapter_model.bin (for PEFT < 0.5, e.g. the original RobustMerge)"}
+        default=False, metadata={"help": f"also write {ADAPTER_BIN} (for PEFT < 0.5, e.g. the original RobustMerge)"}
     )
 
     def __post_init__(self):
@@ -150,8 +151,14 @@ class TrainingArguments(transformers.TrainingArguments):
         super().__post_init__()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+def parse_args(
+    argv: Sequence[str] | None = None, defaults: dict | None = None
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The three argument dataclasses from command-line flags; `defaults` (flag name -> Python
+    value, used as is) replaces the dataclass defaults of the flags that `argv` does not give."""
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    if defaults:
+        parser.set_defaults(**defaults)
     try:
         args = list(argv) if argv is not None else None
         return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
@@ -203,7 +210,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     found = []
     for path in output_dir.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if match and (path / "trainer_state.json").is_file() and (path / "adapter_config.json").is_file():
+        if match and (path / "trainer_state.json").is_file() and (path / ADAPTER_CONFIG).is_file():
             found.append((int(match.group(1)), path))
     return max(found)[1] if found else None
 
@@ -222,7 +229,7 @@ def check_output_dir(
     if out in data_file.expanduser().resolve().parents:
         raise TrainSetupError(f"--output_dir {output_dir} holds the training data {data_file}; choose a new folder")
     resume = last_checkpoint(out)
-    if resume is None and (out / "adapter_config.json").is_file() and not overwrite:
+    if resume is None and (out / ADAPTER_CONFIG).is_file() and not overwrite:
         raise TrainSetupError(
             f"{output_dir} already holds a trained adapter; choose a new --output_dir "
             "or pass --overwrite_output_dir True"
@@ -254,7 +261,7 @@ def resolve_training_tower(name: str | None, base: Path) -> Path | None:
     if name is None:
         return None
     as_path = Path(name).expanduser()
-    if as_path.is_dir() and (as_path / "config.json").is_file():
+    if as_path.is_dir() and (as_path / MODEL_CONFIG).is_file():
         return as_path
     return resolve_vision_tower(name, [base, base.parent, Path.cwd()], source="--vision_tower")
 
@@ -315,7 +322,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, training_a
     """(PeftModel, tokenizer, vision tower, model_max_length) ready for training."""
     base = Path(model_args.model_name_or_path).expanduser()
     if folder_kind(base) != "full":
-        raise TrainSetupError(f"--model_name_or_path {base}: not a full LLaVA-1.5 model folder (config.json + weights)")
+        raise TrainSetupError(f"--model_name_or_path {base}: not a full LLaVA-1.5 model folder ({MODEL_CONFIG} + weights)")
     dtype = _train_dtype(training_args)
     device = training_args.device
     attn = pick_attn_implementation(model_args.attn_implementation, device, dtype)
@@ -383,7 +390,12 @@ def train(argv: Sequence[str] | None = None, attn_implementation: str | None = N
     Raises:
         TrainSetupError, TrainDataError, LlavaLoadError: for problems the user can fix.
     """
-    model_args, data_args, training_args = parse_args(argv)
+    return _train(*parse_args(argv), attn_implementation=attn_implementation)
+
+
+def _train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+           attn_implementation: str | None = None) -> TrainResult:
+    """:func:`train` on parsed arguments."""
     check_args(model_args, data_args, training_args)
     if model_args.attn_implementation is None:
         model_args.attn_implementation = attn_implementation
@@ -445,12 +457,13 @@ def train_task(
 ) -> TrainResult:
     """Train one task adapter in-process (defaults: the MM-MergeBench rank-16 recipe).
 
-    Every argument is the command-line flag of the same name; `extra_args` appends more flags
-    (e.g. ``["--deepspeed", "scripts/zero2.json"]``). Returns :class:`TrainResult`.
+    Every argument is the command-line flag of the same name, passed as its Python value (no
+    round trip through strings); `extra_args` are more flags, parsed as on the command line, and
+    win over the arguments (e.g. ``["--deepspeed", "scripts/zero2.json"]``). Returns :class:`TrainResult`.
     """
     args = {
-        "model_name_or_path": model_name_or_path, "data_path": data_path, "image_folder": image_folder,
-        "output_dir": output_dir, "lora_enable": True, "lora_r": lora_r, "lora_alpha": lora_alpha,
+        "model_name_or_path": str(model_name_or_path), "data_path": str(data_path), "image_folder": str(image_folder),
+        "output_dir": str(output_dir), "lora_enable": True, "lora_r": lora_r, "lora_alpha": lora_alpha,
         "lora_dropout": lora_dropout, "learning_rate": learning_rate, "num_train_epochs": num_train_epochs,
         "max_steps": max_steps, "per_device_train_batch_size": per_device_train_batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "warmup_ratio": warmup_ratio,
@@ -459,10 +472,8 @@ def train_task(
         "save_strategy": "steps", "save_steps": save_steps, "seed": seed, "bad_sample": bad_sample,
         "use_cpu": use_cpu, "version": "v1", "lazy_preprocess": True,
     }  # fmt: skip
-    optional = {"vision_tower": vision_tower, "mm_projector_lr": mm_projector_lr, "model_max_length": model_max_length}
-    args.update({k: v for k, v in optional.items() if v is not None})
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return train([*argv, *extra_args])
+    args.update(vision_tower=vision_tower, mm_projector_lr=mm_projector_lr, model_max_length=model_max_length)
+    return _train(*parse_args(extra_args, defaults=args))
 
 
 def default_attn_implementation(prefer_flash: bool) -> str | None:

@@ -28,6 +28,11 @@ def _unique_labels(paths: list[Path]) -> list[str]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """spectra, pruning spectra and direction robustness of task adapters and their merges
+
+    Singular values of every task update (and after pruning), and how each merged adapter acts on
+    each task's singular directions (paper Fig. 3a, 7, 8). Writes analysis.json, PNG figures and README.md.
+    """
     from ..adapters import load_adapter_set
     from ..driver import merge
     from .pipeline import analyze, write_analysis
@@ -61,26 +66,40 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``analyze`` on the main parser's sub-parsers; returns the new parser."""
-    p = subparsers.add_parser(
-        "analyze", help="spectra, pruning spectra and direction robustness of task adapters and their merges",
-        description="Singular values of every task update (and after pruning), and how each merged adapter acts on "
-        "each task's singular directions (paper Fig. 3a, 7, 8). Writes analysis.json, PNG figures and README.md.")
+
+    def own(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--merged", nargs="*", metavar="DIR", help="merged adapter folders to analyse")
+        p.add_argument("--merge", action="append", metavar="METHOD[:PRESET][,k=v...]",
+                       help="also merge in memory and analyse, e.g. robustmerge:official or task_arithmetic,lam=0.5 "
+                       "(repeatable)")
+        p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+        p.add_argument("--keep", type=float, help="kept share for the pruning spectra (default: the keep of "
+                       "robustmerge's official preset, the released value)")
+        p.add_argument("--clamp-ratio", type=float, help="S clamp ratio for the pruned + scaled spectra; 1 disables "
+                       "(default: the clamp_ratio of robustmerge's official preset, the released value)")
+        p.add_argument("--layer-groups", type=int, default=3, help="number of contiguous layer groups (default 3)")
+
+    return _subcommand(subparsers, "analyze", cmd_analyze, own, merge_flag="--merge", files="JSON and Markdown")
+
+
+def _subcommand(subparsers, name: str, func, own_args, *, merge_flag: str | None,
+                files: str) -> argparse.ArgumentParser:
+    """A sub-command with the options analyze and sweep share: ``--adapters`` first, then
+    ``own_args(parser)``, then --device, --seed (for ``merge_flag``'s merges when given),
+    --no-figures (``files`` only), --overwrite and -q. The help line and the description are
+    the first line and the rest of ``func``'s docstring."""
+    help_line, _, description = func.__doc__.partition("\n")
+    p = subparsers.add_parser(name, help=help_line.strip(), description=" ".join(description.split()))
     p.add_argument("--adapters", nargs="+", required=True, metavar="DIR", help="task adapter folders, in merge order")
-    p.add_argument("--merged", nargs="*", metavar="DIR", help="merged adapter folders to analyse")
-    p.add_argument("--merge", action="append", metavar="METHOD[:PRESET][,k=v...]",
-                   help="also merge in memory and analyse, e.g. robustmerge:official or task_arithmetic,lam=0.5 "
-                   "(repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
-    p.add_argument("--keep", type=float, default=0.2, help="kept share for the pruning spectra (default 0.2)")
-    p.add_argument("--clamp-ratio", type=float, default=0.2,
-                   help="S clamp ratio for the pruned + scaled spectra; 1 disables (default 0.2, the released value)")
-    p.add_argument("--layer-groups", type=int, default=3, help="number of contiguous layer groups (default 3)")
-    p.add_argument("--device", default="cpu", help="device for --merge (cpu | cuda[:N] | auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed for randomised rules in --merge (DARE)")
-    p.add_argument("--no-figures", action="store_true", help="JSON and Markdown only (no matplotlib needed)")
+    own_args(p)
+    devices = "cpu | cuda[:N] | auto"
+    p.add_argument("--device", default="cpu", help=f"device for {merge_flag} ({devices})" if merge_flag else devices)
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"seed for randomised rules{f' in {merge_flag}' if merge_flag else ''} (DARE)")
+    p.add_argument("--no-figures", action="store_true", help=f"{files} only (no matplotlib needed)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_analyze)
+    p.set_defaults(func=func)
     return p
 
 
@@ -94,6 +113,11 @@ def _values(items: list[str] | None, kind=float) -> list | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """sweep the pruning amount, λ, the number of merged tasks or any parameter (CSV + PNG)
+
+    Merge repeatedly in memory (adapters read once) and report weight-space direction metrics per
+    point (paper Fig. 5a, Fig. 9). Task scores need the Python API's evaluate callable.
+    """
     from ..adapters import load_adapter_set
     from ..methods import get_method
     from .sweeps import STANDARD, run_sweeps, write_sweeps
@@ -121,27 +145,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sweep`` on the main parser's sub-parsers; returns the new parser."""
-    p = subparsers.add_parser(
-        "sweep", help="sweep the pruning amount, λ, the number of merged tasks or any parameter (CSV + PNG)",
-        description="Merge repeatedly in memory (adapters read once) and report weight-space direction metrics per "
-        "point (paper Fig. 5a, Fig. 9). Task scores need the Python API's evaluate callable.")
-    p.add_argument("--adapters", nargs="+", required=True, metavar="DIR", help="task adapter folders, in merge order")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
-    p.add_argument("--method", default="robustmerge", help="merge rule (default robustmerge)")
-    p.add_argument("--preset", help="named preset of the rule (e.g. official, paper, ablation-...)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a parameter (repeatable)")
-    p.add_argument("--sweep", nargs="+", choices=("prune", "lambda", "tasks"),
-                   help="standard sweeps to run (default: all three, unless --param is given)")
-    p.add_argument("--param", help="a custom parameter to sweep (with --values)")
-    p.add_argument("--values", nargs="+", metavar="V", help="values of --param")
-    p.add_argument("--prune-values", nargs="+", metavar="V", help="values of the pruning parameter "
-                   "(robustmerge keep, ties density, pcb ratio, dare drop)")
-    p.add_argument("--lam-values", nargs="+", metavar="V", help="values of λ")
-    p.add_argument("--task-counts", nargs="+", metavar="K", help="numbers of merged tasks (first K in the given order)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto")
-    p.add_argument("--seed", type=int, default=0, help="seed for randomised rules (DARE)")
-    p.add_argument("--no-figures", action="store_true", help="CSV, JSON and Markdown only (no matplotlib needed)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_sweep)
-    return p
+
+    def own(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+        p.add_argument("--method", default="robustmerge", help="merge rule (default robustmerge)")
+        p.add_argument("--preset", help="named preset of the rule (e.g. official, paper, ablation-...)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a parameter (repeatable)")
+        p.add_argument("--sweep", nargs="+", choices=("prune", "lambda", "tasks"),
+                       help="standard sweeps to run (default: all three, unless --param is given)")
+        p.add_argument("--param", help="a custom parameter to sweep (with --values)")
+        p.add_argument("--values", nargs="+", metavar="V", help="values of --param")
+        p.add_argument("--prune-values", nargs="+", metavar="V", help="values of the pruning parameter "
+                       "(robustmerge keep, ties density, pcb ratio, dare drop)")
+        p.add_argument("--lam-values", nargs="+", metavar="V", help="values of λ")
+        p.add_argument("--task-counts", nargs="+", metavar="K", help="numbers of merged tasks (first K in the given "
+                       "order)")
+
+    return _subcommand(subparsers, "sweep", cmd_sweep, own, merge_flag=None, files="CSV, JSON and Markdown")

@@ -17,6 +17,7 @@ import torch
 
 from ..adapters import AdapterSet, open_task
 from ..errors import MergeInputError
+from ..taskfolder import MERGE_RECORD
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
 _ANY_INT = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
@@ -93,7 +94,7 @@ class MergedAdapter:
             return a, task.module_scaling(module, a.shape[0]) * b
 
         record = {}
-        rec_path = Path(path) / "merge_record.json"
+        rec_path = Path(path) / MERGE_RECORD
         if rec_path.is_file():
             try:
                 rec = json.loads(rec_path.read_text())

@@ -27,7 +27,7 @@ from ..adapters import AdapterSet
 from ..io import atomic_folder, check_output_folder
 from .direction import KEYS, aggregate, direction_metrics, nanmean
 from .factors import MergedAdapter, layer_groups, layer_index, projection, task_factors
-from .spectra import lowrank_svd, pruning_spectra, singular_values
+from .spectra import lowrank_svd, pruning_params, pruning_spectra, singular_values
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,15 @@ def _pad(s: torch.Tensor, r: int) -> torch.Tensor:
     return torch.nn.functional.pad(s, (0, r - s.shape[-1])) if s.shape[-1] < r else s
 
 
-def analyze(adapters: AdapterSet, merged: list[MergedAdapter], keep: float = 0.2, clamp_ratio: float = 0.2,
-            n_groups: int = 3, progress: bool = False) -> dict:
+def analyze(adapters: AdapterSet, merged: list[MergedAdapter], keep: float | None = None,
+            clamp_ratio: float | None = None, n_groups: int = 3, progress: bool = False) -> dict:
     """Analyse the task adapters and each merged adapter, one module at a time.
 
     Args:
         adapters: the task adapters (ideally ``materialize()``-d when analysed repeatedly).
         merged: merged adapters to compare with the tasks (may be empty: spectra only).
         keep, clamp_ratio: pruning share kept and S clamp for the pruning spectra (Fig. 3a/8);
-            defaults are the released RobustMerge values.
+            None: the values of RobustMerge's ``official`` preset (the released ones).
         n_groups: number of contiguous layer groups for the per-group direction metrics.
     Returns:
         A JSON-ready dict (see ``docs/analysis.md`` for every key); NaN where undefined.
@@ -55,6 +55,8 @@ def analyze(adapters: AdapterSet, merged: list[MergedAdapter], keep: float = 0.2
     labels = [m.label for m in merged]
     if len(set(labels)) != len(labels):
         raise ValueError(f"merged adapters need distinct labels, got {labels}")
+    settings = pruning_params(keep, clamp_ratio)
+    keep, clamp_ratio = settings["keep"], settings["clamp_ratio"]
     tasks = [t.name for t in adapters.tasks]
     r = adapters.rank
     groups = layer_groups(adapters.modules, n_groups)

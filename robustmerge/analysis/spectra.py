@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.common import apply_mask, magnitude_mask
-from ..methods.robustmerge import clamp_low, complementary_scale
+from ..methods.robustmerge import per_task_step
 
 
 @dataclass(frozen=True)
@@ -77,26 +76,21 @@ def singular_values(B: torch.Tensor, A: torch.Tensor, scale: float | torch.Tenso
     return torch.linalg.svdvals(Rb @ Ra.mT)  # [..., k]
 
 
-def pruned_factors(A: torch.Tensor, B: torch.Tensor, keep: float, clamp_ratio: float = 1.0
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """RobustMerge's per-task step before merging (paper Eq. 2-3, released clamp):
+def pruning_params(keep: float | None = None, clamp_ratio: float | None = None) -> dict:
+    """RobustMerge's parameters for the pruning spectra: its ``official`` preset (read from the
+    registry), with ``keep`` / ``clamp_ratio`` overridden where given."""
+    from ..methods import get_method
 
-        Ã_n = M(A_n) ⊙ A_n,  B̃_n = M(B_n) ⊙ B_n,  Ŝ_n = clamp(Σ_j|A_n[i,j]| / Σ_j|Ã_n[i,j]|)
-
-    Args:
-        A: [N, r, d_in], B: [N, d_out, r] (any float dtype; masks and S computed in float64).
-    Returns:
-        Ã [N, r, d_in], B̃ [N, d_out, r], Ŝ [N, r] (float64).
-    """
-    A, B = A.double(), B.double()
-    A_p = apply_mask(A, magnitude_mask(A, keep))  # [N, r, d_in]
-    B_p = apply_mask(B, magnitude_mask(B, keep))  # [N, d_out, r]
-    s = clamp_low(complementary_scale(A.abs(), A_p.abs(), torch.float64), clamp_ratio)  # [N, r]
-    return A_p, B_p, s
+    overrides = {k: v for k, v in (("keep", keep), ("clamp_ratio", clamp_ratio)) if v is not None}
+    return get_method("robustmerge").resolve("official", overrides)
 
 
 def pruning_spectra(A: torch.Tensor, B: torch.Tensor, keep: float, clamp_ratio: float = 1.0) -> dict[str, torch.Tensor]:
     """Singular values of each task's update before and after pruning (paper Fig. 3a / Fig. 8).
+
+    The pruned factors and Ŝ are RobustMerge's own per-task step
+    (:func:`robustmerge.methods.robustmerge.per_task_step`: Eq. 2-3 and the released clamp),
+    computed in float64.
 
     Args:
         A: [N, r, d_in], B: [N, d_out, r] with scaling folded into B.
@@ -104,7 +98,7 @@ def pruning_spectra(A: torch.Tensor, B: torch.Tensor, keep: float, clamp_ratio: 
         ``original``: σ(B_n A_n), ``pruned``: σ(B̃_n Ã_n), ``pruned_scaled``: σ(B̃_n diag(Ŝ_n) Ã_n),
         each [N, k] float64.
     """
-    A_p, B_p, s = pruned_factors(A, B, keep, clamp_ratio)
+    A_p, B_p, s = per_task_step(A.double(), B.double(), pruning_params(keep, clamp_ratio))
     return {
         "original": singular_values(B, A),
         "pruned": singular_values(B_p, A_p),

@@ -40,7 +40,7 @@ from typing import Callable
 
 from robustmerge.errors import MergeInputError
 
-from .layout import DEMO_SEEN
+from .tasks import SEEN as DEMO_SEEN
 from robustmerge.errors import cli_main
 
 logger = logging.getLogger(__name__)

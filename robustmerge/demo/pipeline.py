@@ -43,7 +43,7 @@ from typing import Callable
 from llava.model.tiny import TinySizes
 
 from .generator import DataConfig
-from .layout import DEMO_SEEN, DEMO_UNSEEN
+from .tasks import SEEN as DEMO_SEEN, UNSEEN as DEMO_UNSEEN
 from .model import TrainRecipe
 
 logger = logging.getLogger(__name__)

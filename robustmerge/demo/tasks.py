@@ -1,11 +1,12 @@
 """The demo's ten tasks, each answered by the ``llava.eval`` runner and scored by an MM-MergeBench scorer.
 
-A :class:`DemoTask` names the MM-MergeBench scorer whose rule it borrows (see the table in
+A :class:`DemoTask` names the MM-MergeBench task whose scorer (``score(inputs, answers,
+protocol)``, :mod:`llava.eval.tasks`) it borrows (see the table in
 :mod:`robustmerge.demo.generator`). Everything is scored with the ``strict`` protocol (id join,
 empty answers wrong, the grounding parser keeps every digit) and pad preprocessing, the
 project's corrected reading of the benchmark.
 
-Captions are the one exception to "the scorer as is": ``llava.eval.scorers.caption`` always
+Captions are the one exception to "the scorer as is": the caption scorers always
 computes METEOR, whose Java process takes about 10 s to start — longer than evaluating a model
 on every task of this miniature. The demo therefore scores captions with pycocoevalcap's
 CIDEr-D, BLEU-1..4 and ROUGE-L on the same COCO ground-truth file, after a pure-Python version
@@ -17,20 +18,19 @@ is in ``result.json``. ``result.json`` says all this in its notes.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava.eval.runner import GenerationSettings, ModelBundle, items_from_questions, read_question_file, run_items
-from llava.eval.scorers import aokvqa, grounding, iconqa, imagenet, ocrvqa, vqav2
 from llava.eval.scorers.caption import read_gt
 from llava.eval.scorers.common import (
     ScoreError, Scored, join_by_id, join_counts, make_result, read_answers, write_result,
 )
-from llava.eval.tasks import Task, prompt_as_is
-
-from .layout import DEMO_SEEN, DEMO_UNSEEN
+from llava.eval.tasks import ScoreInputs, TaskSpec, get_task
+from robustmerge.atomic import write_text_atomic
 
 PROTOCOL = "strict"
 PREPROCESSING = "pad"
@@ -46,7 +46,7 @@ class DemoTask:
     Attributes:
         name: the task (folder under ``instructions/`` and ``datasets/``, results column).
         split: "seen" (an adapter is trained on it) or "unseen".
-        rule: the MM-MergeBench scorer module it is scored with (``llava.eval.scorers.<rule>``).
+        rule: the MM-MergeBench task whose scorer it uses, or "caption" (the demo's own, see above).
         skill: what it asks, for the README and the results.
     """
 
@@ -60,11 +60,13 @@ class DemoTask:
         """accuracy, or ROUGE-L for captions (see the module docstring)."""
         return "ROUGE_L" if self.rule == "caption" else "accuracy"
 
-    def runner_task(self) -> Task:
-        """The ``llava.eval.tasks.Task`` the runner needs (prompt as is, pad, the budget)."""
-        return Task(self.name, self.split, f"{self.name}/test.json", PREPROCESSING, MAX_NEW_TOKENS,
-                    prompt_as_is, self.rule, self.headline,
-                    gt_file=f"{self.name}/test_coco_type.json" if self.rule == "caption" else None)
+    def runner_task(self) -> TaskSpec:
+        """The task spec the runner needs: the rule task's, with prompt as is, pad and the budget."""
+        base = get_task("Flickr30k" if self.rule == "caption" else self.rule)
+        return dataclasses.replace(base, name=self.name, group=self.split, headline=self.headline,
+                                   question_file=f"instructions/{self.name}/test.json", prompt="as_is",
+                                   preprocessing={"official": PREPROCESSING, "strict": PREPROCESSING},
+                                   max_new_tokens=MAX_NEW_TOKENS, key_with_prompt=False)
 
     def question_file(self, data_root: Path, split: str) -> Path:
         return Path(data_root) / "instructions" / self.name / f"{split}.json"
@@ -76,20 +78,26 @@ class DemoTask:
 
 
 TASKS: dict[str, DemoTask] = {t.name: t for t in (
-    DemoTask("Colors", "seen", "vqav2", "short-answer VQA: the object's colour"),
-    DemoTask("Shapes", "seen", "imagenet", "classification with an option list: the object's class (ball, tile...)"),
-    DemoTask("Count", "seen", "iconqa", "counting 1-4 small objects"),
-    DemoTask("Locate", "seen", "grounding", "grounding: the object's box, IoU > 0.5"),
-    DemoTask("Read", "seen", "ocrvqa", "reading a rendered three-letter word"),
-    DemoTask("Choice", "seen", "aokvqa", "multiple choice with letters: the object's quadrant"),
+    DemoTask("Colors", "seen", "VQAv2", "short-answer VQA: the object's colour"),
+    DemoTask("Shapes", "seen", "ImageNet", "classification with an option list: the object's class (ball, tile...)"),
+    DemoTask("Count", "seen", "IconQA", "counting 1-4 small objects"),
+    DemoTask("Locate", "seen", "Grounding", "grounding: the object's box, IoU > 0.5"),
+    DemoTask("Read", "seen", "OCRVQA", "reading a rendered three-letter word"),
+    DemoTask("Choice", "seen", "AOKVQA", "multiple choice with letters: the object's quadrant"),
     DemoTask("Caption", "seen", "caption", "captioning one or two objects"),
-    DemoTask("ColorShape", "unseen", "vqav2", "colour and shape in one answer (Colors + Shapes)"),
-    DemoTask("CountColor", "unseen", "iconqa", "counting the objects of one colour (Count + Colors)"),
-    DemoTask("ReadChoice", "unseen", "aokvqa", "which word is written, as an option letter (Read + Choice)"),
+    DemoTask("ColorShape", "unseen", "VQAv2", "colour and shape in one answer (Colors + Shapes)"),
+    DemoTask("CountColor", "unseen", "IconQA", "counting the objects of one colour (Count + Colors)"),
+    DemoTask("ReadChoice", "unseen", "AOKVQA", "which word is written, as an option letter (Read + Choice)"),
 )}
 SEEN = tuple(n for n, t in TASKS.items() if t.split == "seen")
 UNSEEN = tuple(n for n, t in TASKS.items() if t.split == "unseen")
-assert (SEEN, UNSEEN) == (DEMO_SEEN, DEMO_UNSEEN), "keep robustmerge/demo/layout.py in step with TASKS"
+
+
+def demo_layout():
+    """The ``robustmerge.table`` layout of the miniature (its layout provider "demo")."""
+    from robustmerge.table import Layout
+
+    return Layout("demo", "MM-MergeBench miniature (robustmerge demo)", SEEN, UNSEEN)
 
 
 # ----------------------------------------------------------------------------- captions without Java
@@ -147,38 +155,37 @@ def score_captions(task: str, gt_file: Path, questions, answers, settings: dict)
 # ----------------------------------------------------------------------------- scoring and evaluation
 
 
-def score(task: DemoTask, questions: list[dict], answers, settings: dict, gt_file: Path | None = None) -> dict:
-    """The result record of ``answers`` under the task's MM-MergeBench rule (strict protocol)."""
-    kw = {"protocol": PROTOCOL, "settings": settings}
+def score(task: DemoTask, question_file: Path, answers, settings: dict, gt_file: Path | None = None) -> dict:
+    """The result record of ``answers`` under the task's MM-MergeBench scorer (strict protocol)."""
     if task.rule == "caption":
-        scored = score_captions(task.name, gt_file, questions, answers, settings)
-    elif task.rule == "vqav2":
-        scored = vqav2.score(questions, answers, **kw)
-    elif task.rule == "imagenet":
-        scored = imagenet.score(questions, answers, task=task.name, **kw)
-    elif task.rule == "iconqa":
-        scored = iconqa.score_exact_match(task.name, questions, answers, **kw)
-    elif task.rule == "grounding":
-        scored = grounding.score(questions, answers, **kw)
-    elif task.rule == "ocrvqa":
-        scored = ocrvqa.score(questions, answers, **kw)
-    elif task.rule == "aokvqa":
-        scored = aokvqa.score(questions, answers, **kw)
+        from llava.eval.runner import read_question_file
+
+        scored = score_captions(task.name, gt_file, read_question_file(question_file), answers, settings)
+        where = "the demo's caption scorer"
     else:
-        raise ValueError(f"{task.name}: unknown scoring rule {task.rule!r}")
+        spec = get_task(task.rule)
+        inputs = ScoreInputs(answers_file=settings["answers_file"], question_file=str(question_file))
+        scored = spec.scorer.score(inputs, answers, PROTOCOL)
+        where = f"the {spec.name} scorer (llava/eval/tasks/{spec.folder.name}/scorer.py)"
     result = scored.result
-    result["task"] = task.name
-    result["notes"] = [f"demo task scored with the rule of llava.eval.scorers.{task.rule}"] + result["notes"]
+    result["task"], result["settings"] = task.name, dict(settings)
+    result["notes"] = [f"demo task scored with {where}"] + result["notes"]
     return result
 
 
-def evaluate(bundle: ModelBundle, task: DemoTask, split: str, data_root: str | Path, out_dir: str | Path, *,
+def evaluate(bundle, task: DemoTask, split: str, data_root: str | Path, out_dir: str | Path, *,
              batch_size: int = 16, limit: int | None = None) -> dict:
     """Answer ``split`` of ``task`` with the loaded model, score it, write ``answers.jsonl`` and
     ``result.json`` into ``out_dir``; returns the result record."""
+    from llava.eval.runner import GenerationSettings, items_from_questions, read_question_file, run_items
+
     data_root, out = Path(data_root), Path(out_dir)
     qfile = task.question_file(data_root, split)
     questions = read_question_file(qfile)[:limit]
+    scored_file = qfile
+    if limit is not None:      # the scorer reads its questions from a file: the first ``limit`` of them
+        scored_file = out / "questions.json"
+        write_text_atomic(scored_file, json.dumps(questions))
     items = items_from_questions(questions, task.runner_task(), data_root / "datasets", PROTOCOL)
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)
     answers_file = out / "answers.jsonl"
@@ -192,7 +199,7 @@ def evaluate(bundle: ModelBundle, task: DemoTask, split: str, data_root: str | P
     gt = task.gt_file(data_root, split)
     if gt is not None:
         run_settings["gt_file"] = str(gt)
-    result = score(task, questions, answers, run_settings, gt)
+    result = score(task, scored_file, answers, run_settings, gt)
     write_result(out / "result.json", result)
     return result
 

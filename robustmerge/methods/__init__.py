@@ -1,5 +1,7 @@
-"""Merge rules, registered by name. Importing this package registers every rule."""
-from . import dare, pcb, robustmerge, task_arithmetic, ties  # noqa: F401  (registration)
-from .registry import REGISTRY, Method, ModuleContext, Param, get_method
+"""Merge rules, registered by name: one file per rule. Importing this package registers every
+module here and every rule file on ``$ROBUSTMERGE_RULES_PATH`` (:func:`.registry.load_rules`)."""
+from .registry import REGISTRY, Method, ModuleContext, Param, get_method, load_rules, per_factor, register
 
-__all__ = ["REGISTRY", "Method", "ModuleContext", "Param", "get_method"]
+load_rules()
+
+__all__ = ["REGISTRY", "Method", "ModuleContext", "Param", "get_method", "load_rules", "per_factor", "register"]

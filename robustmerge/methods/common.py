@@ -1,4 +1,5 @@
-"""Tensor helpers shared by the rules: magnitude masks, exact streaming thresholds."""
+"""Tensor helpers shared by the rules: the one selection primitive (:func:`kth_smallest`, with
+its reference :func:`kth_smallest_reference`), magnitude masks and pruning, task-order sums."""
 from __future__ import annotations
 
 import math
@@ -13,18 +14,55 @@ def kth_index(numel: int, keep: float) -> int:
     return int(numel * (1 - keep))
 
 
-def kth_smallest(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:
-    """Exact k-th smallest value (1-based) of a 1-D tensor, as ``v.kthvalue(k)`` gives it.
+def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The selection primitive: the k-th smallest value (1-based) of each row.
 
-    Large inputs take a faster route: a seeded random sample brackets the k-th value, one
-    selection pass keeps the entries on the bracket's smaller side (below the upper bracket
-    when k is in the lower half, above the lower bracket otherwise), and the candidates
-    between the brackets are searched; when the bracket misses (rare) the full ``kthvalue``
-    runs.
+    Contract: ``x: [..., D]`` (any float dtype, any device), ``1 <= k <= D`` ->
+    ``[...]`` in x's dtype, equal to :func:`kth_smallest_reference` (``sort`` then index
+    ``k - 1``) and to ``x.kthvalue(k, dim=-1).values`` for every input without NaN (a zero
+    may come back as +0.0 where kthvalue gives -0.0; the two compare equal). Every rule's
+    threshold, order statistic and top-k share comes from here.
+
+    Routes (all exact; the choice only changes the speed):
+      * 16-bit floats whose sign bits are all clear (magnitudes): one counting pass per row.
+        Non-negative 16-bit floats order like their int16 bit patterns and there are only
+        32768 of those, so a histogram's cumulative count finds the k-th value (``bincount``
+        itself refuses a row with a set sign bit; such rows take the routes below).
+      * rows longer than 16·1024: a seeded random sample brackets the k-th value, one pass
+        keeps the entries on the bracket's smaller side and the candidates inside the bracket
+        are searched (when the bracket misses, rare, the full ``kthvalue`` runs).
+      * otherwise ``kthvalue``.
     """
+    flat = x.reshape(-1, x.shape[-1])  # [M, D]
+    if is_16bit_float(flat):
+        try:
+            bits = [_kth_nonneg16(row, k) for row in flat.view(torch.int16)]  # M bit patterns
+        except RuntimeError:  # bincount refuses negative bit patterns (signed values): the general route
+            pass
+        else:
+            return torch.tensor(bits, dtype=torch.int16, device=x.device).view(x.dtype).reshape(x.shape[:-1])
+    if flat.shape[1] > _BRACKET_MIN:
+        return torch.stack([_kth_bracketed(row, k) for row in flat]).reshape(x.shape[:-1])
+    return flat.kthvalue(k, dim=-1).values.reshape(x.shape[:-1])
+
+
+def kth_smallest_reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    """What :func:`kth_smallest` computes, read off a full sort: x [..., D] -> [...]."""
+    return x.sort(dim=-1).values[..., k - 1]
+
+
+_BRACKET_MIN = 16 * 1024  # rows longer than this take the sampled bracket
+
+
+def _kth_nonneg16(bits: torch.Tensor, k: int) -> int:
+    """k-th smallest of the non-negative int16 bit patterns ``bits`` [D], as a bit pattern."""
+    cum = torch.bincount(bits, minlength=1 << 15).cumsum(0)
+    return int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))
+
+
+def _kth_bracketed(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:
+    """k-th smallest of a long row v [D] through a sampled bracket (see :func:`kth_smallest`)."""
     n = v.numel()
-    if n <= 16 * sample:
-        return v.kthvalue(k).values
     gen = torch.Generator(device=v.device).manual_seed(n * 31 + k)
     probe = v[torch.randint(0, n, (sample,), generator=gen, device=v.device)].sort().values
     p = k / n
@@ -44,15 +82,10 @@ def kth_smallest(v: torch.Tensor, k: int, sample: int = 1024) -> torch.Tensor:
     return v.kthvalue(k).values
 
 
-def kth_smallest_magnitude16(bits: torch.Tensor, k: int) -> int:
-    """Exact k-th smallest (1-based) of the non-negative 16-bit floats (bfloat16 or float16)
-    whose bit patterns are ``bits`` (1-D int16), returned as a bit pattern.
-
-    Non-negative 16-bit floats order like their int16 bit patterns, and there are only
-    32768 of those, so one counting pass (a histogram) finds the k-th value exactly.
-    """
-    cum = torch.bincount(bits, minlength=1 << 15).cumsum(0)
-    return int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))
+def work_dtype(x: torch.Tensor) -> torch.dtype:
+    """The arithmetic dtype of the references: float64 for float64 inputs, else float32 (the
+    fast routes' and the released code's accumulation dtype)."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def is_16bit_float(x: torch.Tensor) -> bool:
@@ -60,10 +93,18 @@ def is_16bit_float(x: torch.Tensor) -> bool:
     return x.dtype.is_floating_point and x.element_size() == 2
 
 
-def thresholds16(bits: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-task k-th smallest magnitude of bits: [N, D] (int16 magnitude bit patterns), as an
-    int16 tensor [N] of bit patterns (:func:`kth_smallest_magnitude16` per row)."""
-    return torch.tensor([kth_smallest_magnitude16(row, k) for row in bits], dtype=torch.int16, device=bits.device)
+def prune_reference(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Magnitude pruning as the papers write it, per task matrix of x: [N, ...]:
+
+        x̃_n = x_n ⊙ [|x_n| >= t_n],   t_n = the k-th smallest |x_n|,  k = kth_index(numel, keep)
+
+    (ties at the threshold are kept; k = 0 keeps everything). Same dtype as x."""
+    n = x.shape[0]
+    k = kth_index(x[0].numel(), keep)
+    if k <= 0:
+        return x.clone()
+    t = kth_smallest_reference(x.abs().reshape(n, -1), k)  # [N]
+    return torch.where(x.abs() >= t.view(n, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype))
 
 
 def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,11 +124,10 @@ def magnitude_mask(x: torch.Tensor, keep: float, absx: torch.Tensor | None = Non
     k = kth_index(flat.shape[1], keep)
     if k <= 0:
         return torch.ones_like(x, dtype=torch.bool)
-    view = [n] + [1] * (x.dim() - 1)
+    thresh = kth_smallest(flat, k).view([n] + [1] * (x.dim() - 1))  # [N, 1, ...]
     if is_16bit_float(flat):  # compare bit patterns: the same order, and cheaper
-        return absx.view(torch.int16) >= thresholds16(flat.view(torch.int16), k).view(view)
-    thresh = torch.stack([kth_smallest(flat[i], k) for i in range(n)])  # [N]
-    return absx >= thresh.view(view)
+        return absx.view(torch.int16) >= thresh.view(torch.int16)
+    return absx >= thresh
 
 
 def magnitude(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,8 +154,9 @@ def prune_by_magnitude(x: torch.Tensor, keep: float) -> torch.Tensor:
     k = kth_index(x[0].numel(), keep)
     if k <= 0:
         return x
-    out = magnitude(x).view(torch.int16)  # |x| for now; [N, ...]
-    t = thresholds16(out.reshape(n, -1), k) - 1  # t_n - 1 >= -1, so t_n - 1 - |x| cannot overflow int16
+    mag = magnitude(x)  # |x| for now; [N, ...]
+    t = kth_smallest(mag.reshape(n, -1), k).view(torch.int16) - 1  # t_n - 1 >= -1: t_n - 1 - |x| cannot overflow
+    out = mag.view(torch.int16)
     out.neg_().add_(t.view(n, *([1] * (x.dim() - 1)))).bitwise_right_shift_(15)  # the keep mask
     return out.bitwise_and_(x.view(torch.int16)).view(x.dtype)
 
@@ -148,12 +189,12 @@ def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 class StreamingKth:
-    """Exact k-th smallest |value| of a stream of tensors, in two passes, O(65536) memory
-    plus one histogram bucket.
+    """:func:`kth_smallest` of the |values| of a stream of tensors (e.g. every module of a
+    model), without concatenating them: two passes, O(65536) memory plus one bucket.
 
     Non-negative float32 values order like their int32 bit patterns, so pass 1 counts the
     values per bucket of the top 16 bits, and pass 2 collects the bucket that holds the
-    k-th value and selects within it.
+    k-th value, which :func:`kth_smallest` selects within it.
     """
 
     BITS = 15  # int32 >> 15 leaves 16 bits for the bucket (sign bit is 0)
@@ -188,4 +229,4 @@ class StreamingKth:
     def value(self) -> float:
         """The k-th smallest |value| (float32)."""
         vals = torch.cat(self.chunks).view(torch.float32)
-        return float(vals.kthvalue(self.k - self.below).values)
+        return float(kth_smallest(vals, self.k - self.below))

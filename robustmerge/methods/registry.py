@@ -3,13 +3,24 @@
 A rule has the signature ``rule(A, B, p, ctx) -> (A_merged, B_merged)`` with
 ``A: [N, r, d_in]`` and ``B: [N, d_out, r]`` (stored dtype, on the merge device), ``p`` the
 validated parameter dict and ``ctx`` a :class:`ModuleContext`; it returns float32
-``[r, d_in]`` and ``[d_out, r]``. Rules are registered by name with their paper, their
-parameters (default, range, meaning) and named presets.
+``[r, d_in]`` and ``[d_out, r]``. Beside it each rule file has ``reference(A, B, p, ctx)``:
+the paper's equations in plain torch, computed in float64 for float64 inputs (float32
+otherwise), which ``tests/test_rule_parity.py`` checks the fast route against.
+
+Rules are registered with :func:`register` (name, paper, parameters, presets, reference).
+:func:`load_rules` imports every module of this package and then every rule file named by
+``ROBUSTMERGE_RULES_PATH`` (see its docstring), so a new rule is one new file.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -87,6 +98,8 @@ class Method:
     default_preset: str | None = None
     # prepare(adapter_set, params) -> stats dict, for rules that need whole-model statistics
     prepare: Callable | None = None
+    # the paper's equations, plain and float64-capable; same signature as ``rule``
+    reference: Rule | None = None
 
     def resolve(self, preset: str | None = None, overrides: dict | None = None) -> dict:
         """Defaults, then the preset, then overrides; every value validated."""
@@ -111,22 +124,88 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, *, summary: str, paper: str, params: list[Param], presets: dict | None = None,
-             default_preset: str | None = None, prepare: Callable | None = None):
-    """Decorator: register a rule under ``name``."""
+def register(name: str | None = None, *, paper: str, params: list[Param], reference: Rule | None = None,
+             presets: dict | None = None, default_preset: str | None = None, prepare: Callable | None = None,
+             summary: str | None = None):
+    """Decorator: register a rule.
+
+    ``name`` defaults to the function's name and ``summary`` (the line ``robustmerge
+    methods`` prints) to the first line of its docstring. ``reference`` is the rule's plain
+    formula; a rule written plainly already is its own reference (the default)."""
 
     def wrap(rule: Rule) -> Rule:
-        REGISTRY[name] = Method(name, rule, summary, paper, tuple(params), dict(presets or {}),
-                                default_preset, prepare)
+        key = name or rule.__name__
+        if key in REGISTRY and REGISTRY[key].rule is not rule:
+            raise MergeInputError(f"merge rule {key!r} is defined twice ({_origin(REGISTRY[key].rule)} and "
+                                  f"{_origin(rule)}); rename one")
+        text = summary if summary is not None else (rule.__doc__ or "").strip().split("\n")[0].strip()
+        REGISTRY[key] = Method(key, rule, text, paper, tuple(params), dict(presets or {}), default_preset,
+                               prepare, reference or rule)
         return rule
 
     return wrap
+
+
+def _origin(fn: Callable) -> str:
+    return getattr(sys.modules.get(fn.__module__), "__file__", None) or fn.__module__
 
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
         raise MergeInputError(f"unknown merge method {name!r}; methods: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+RULES_PATH_VAR = "ROBUSTMERGE_RULES_PATH"
+_NOT_RULES = {"common", "registry"}
+
+
+def load_rules() -> None:
+    """Register every rule: each module of ``robustmerge.methods`` (except ``common`` and
+    ``registry``), then each rule file on ``$ROBUSTMERGE_RULES_PATH``.
+
+    ``ROBUSTMERGE_RULES_PATH`` lists folders and ``.py`` files, separated by ``os.pathsep``
+    (``:`` on Linux); a folder contributes every ``*.py`` in it not starting with ``_``, in
+    name order. Each file is imported as module ``robustmerge_rules.<stem>`` and registers
+    its rule with :func:`register` as it is imported. A missing path, a file that fails to
+    import or a rule name given twice is a :class:`~robustmerge.errors.MergeInputError`.
+    """
+    for info in pkgutil.iter_modules(_package_path()):
+        if info.name not in _NOT_RULES and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+    for entry in filter(None, os.environ.get(RULES_PATH_VAR, "").split(os.pathsep)):
+        for file in _rule_files(Path(entry)):
+            _import_rule_file(file)
+
+
+def _package_path() -> list[str]:
+    return [str(Path(__file__).parent)]
+
+
+def _rule_files(entry: Path) -> list[Path]:
+    if entry.is_dir():
+        return sorted(f for f in entry.glob("*.py") if not f.name.startswith("_"))
+    if entry.is_file() and entry.suffix == ".py":
+        return [entry]
+    raise MergeInputError(f"{RULES_PATH_VAR}: {entry} is neither a folder nor a .py file; "
+                          "list folders or .py files of merge rules")
+
+
+def _import_rule_file(file: Path) -> None:
+    module_name = f"robustmerge_rules.{file.stem}"
+    if getattr(sys.modules.get(module_name), "__file__", None) == str(file):
+        return  # loaded already
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a user's rule file: name the file, keep the cause
+        del sys.modules[module_name]
+        if isinstance(exc, MergeInputError):
+            raise
+        raise MergeInputError(f"{RULES_PATH_VAR}: {file} failed to import ({type(exc).__name__}: {exc}); "
+                              "fix the rule file or remove it from the path") from exc
 
 
 LAMBDA = Param("lam", 1.0, "λ, the scale of the merged factors", float, low=0.0)
@@ -137,6 +216,35 @@ LAMBDA_ON = Param(
 )
 
 
+def lambdas(p: dict) -> tuple[float, float]:
+    """(λ_A, λ_B) of ``lam`` and ``lambda_on``: (λ, λ) for 'both', (1, λ) for 'product'."""
+    return (p["lam"] if p["lambda_on"] == "both" else 1.0), p["lam"]
+
+
 def scale_pair(a: torch.Tensor, b: torch.Tensor, lam: float, on: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply λ to a merged (A*, B*) pair as ``lambda_on`` says."""
     return (a * lam if on == "both" else a), b * lam
+
+
+FactorCombine = Callable[[torch.Tensor, dict, ModuleContext, str], torch.Tensor]
+
+
+def per_factor(paper: str, params: list[Param], reference: Rule, **kwargs):
+    """Decorator for the baselines on LoRA factors (RobustMerge paper, Appendix D): the fast
+    ``combine(X, p, ctx, factor) -> X*`` (X: [N, ...] one stack, ``factor`` 'A' or 'B';
+    float32 out) is applied to the A stack and to the B stack separately, then λ:
+
+        A* = λ_A · combine(A),   B* = λ_B · combine(B)      ((λ_A, λ_B) = :func:`lambdas`)
+
+    Registers that rule under ``combine``'s name and docstring, with ``lam`` and
+    ``lambda_on`` appended to ``params``; ``reference(A, B, p, ctx)`` as for :func:`register`."""
+
+    def wrap(combine: FactorCombine) -> FactorCombine:
+        def rule(A, B, p, ctx):
+            return scale_pair(combine(A, p, ctx, "A"), combine(B, p, ctx, "B"), p["lam"], p["lambda_on"])
+
+        rule.__name__, rule.__doc__, rule.__module__ = combine.__name__, combine.__doc__, combine.__module__
+        register(paper=paper, params=[*params, LAMBDA, LAMBDA_ON], reference=reference, **kwargs)(rule)
+        return combine
+
+    return wrap

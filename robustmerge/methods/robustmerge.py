@@ -31,6 +31,18 @@ Ablations (paper Tables 6 and 7), selected with ``variant`` (all other steps unc
 
 Rows whose whole mass is pruned (S = inf in the released code, which then writes NaN) get
 the task's largest finite S; rows that are zero before pruning (rank padding) get S = 0.
+
+Shapes: A [N, r, d_in], B [N, d_out, r] (stored dtype) -> A* [r, d_in], B* [d_out, r] float32.
+Hyper-parameters (defaults): ``keep`` = 0.2, ``clamp_ratio`` = 0.2, ``lam`` = 2.0,
+``lambda_on`` = 'both', ``s_dtype`` = 'stored', ``variant`` = 'full'; default preset ``official``.
+
+Reference implementation reproduced: the authors' released merge,
+``load_and_merge_pretrained_model`` in llava/model/builder.py of AuroraZengfh/RobustMerge @
+1212802; its outputs are ``fixtures/official_merge/case_*`` (the ``official`` preset matches
+them bit for bit, tests/test_merge_official.py; its arithmetic is written out in that folder's
+README). :func:`reference` is the same merge written plainly (sort-based thresholds, Python
+sums in task order, S and its normalising sum in ``s_dtype`` as released); the fast route
+:func:`robustmerge` equals it bit for bit on float32 and 16-bit inputs, every variant.
 """
 from __future__ import annotations
 
@@ -38,8 +50,8 @@ import logging
 
 import torch
 
-from .common import magnitude, ordered_sum, prune_by_magnitude
-from .registry import LAMBDA_ON, ModuleContext, Param, register
+from .common import magnitude, ordered_sum, prune_by_magnitude, prune_reference, work_dtype
+from .registry import LAMBDA_ON, ModuleContext, Param, lambdas, register
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +59,9 @@ VARIANTS = ("full", "no_prune_scale", "prune_only", "no_norm", "scale_a_from_a",
 
 
 def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum and the division in ``dtype``.
+    """Eq. 3: S[n, i] = Σ_j |x[n, i, j]| / Σ_j |x̃[n, i, j]|, each sum and the division in
+    ``dtype`` (the released code sums in the stored dtype). The division and its edge rules
+    are :func:`scale_from_sums`, which the fast route shares.
 
     Args:
         abs_x, abs_kept: [N, r, D], the magnitudes before and after pruning.
@@ -55,11 +69,12 @@ def complementary_scale(abs_x: torch.Tensor, abs_kept: torch.Tensor, dtype: torc
         [N, r] in ``dtype``; 0 for all-zero rows, the task's largest finite value for rows
         that lost all their mass.
     """
-    return scale_from_sums(abs_x.to(dtype).sum(-1), abs_kept.to(dtype).sum(-1))
+    return scale_from_sums(abs_x.sum(-1, dtype=dtype), abs_kept.sum(-1, dtype=dtype))
 
 
 def scale_from_sums(total: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """S = total / kept from the row sums [N, r] of :func:`complementary_scale`."""
+    """Eq. 3 from its row sums [N, r] (Σ_j |x|, Σ_j |x̃|): S = total / kept, 0 for all-zero
+    rows, the task's largest finite S for rows that lost all their mass."""
     s = total / kept
     lost = (kept == 0) & (total > 0)
     if lost.any():
@@ -69,12 +84,69 @@ def scale_from_sums(total: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     return torch.where(total == 0, torch.zeros_like(s), s)
 
 
-def scale_of_rows(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`complementary_scale` of x: [N, r, D] and its pruned x̃, with one scratch buffer
-    for both magnitudes."""
+def _scale_of_rows(x: torch.Tensor, x_pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`complementary_scale` of x: [N, r, D] and its pruned x̃ for the fast route: one
+    scratch buffer holds both magnitudes in turn (16-bit: sign bits cleared)."""
     scratch = magnitude(x)
     total = scratch.sum(-1, dtype=dtype)  # [N, r], accumulated and returned in dtype (no upcast copy)
     return scale_from_sums(total, magnitude(x_pruned, out=scratch).sum(-1, dtype=dtype))
+
+
+def s_dtype_of(x: torch.Tensor, p: dict) -> torch.dtype:
+    """The dtype the reference computes S in: the stored one ('stored', released) or its
+    arithmetic dtype (float32; float64 for float64 inputs)."""
+    return x.dtype if p["s_dtype"] == "stored" else work_dtype(x)
+
+
+def per_task_step(A: torch.Tensor, B: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-task step before merging, plainly (Eq. 2-3 and the released clamp):
+
+        Ã_n = M(A_n) ⊙ A_n,  B̃_n = M(B_n) ⊙ B_n,  Ŝ_n = clamp(Σ_j|A_n[i,j]| / Σ_j|Ã_n[i,j]|)
+
+    Args:
+        A: [N, r, d_in], B: [N, d_out, r]; p: the rule's parameters (keep, clamp_ratio, s_dtype).
+    Returns:
+        Ã [N, r, d_in], B̃ [N, d_out, r] (input dtype), Ŝ [N, r] (in :func:`s_dtype_of`).
+    """
+    A_p, B_p = prune_reference(A, p["keep"]), prune_reference(B, p["keep"])  # Eq. 2
+    s = clamp_low(complementary_scale(A.abs(), A_p.abs(), s_dtype_of(A, p)), p["clamp_ratio"])  # Eq. 3 + clamp
+    return A_p, B_p, s
+
+
+def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext | None = None):
+    """RobustMerge as the module docstring writes it, every variant, in the released order:
+
+        A* = Σ_n λ_A Ã_n [diag(S̃_n) rows],   B* = Σ_n λ_B Ŝ_n B̃_n / Σ_k Ŝ_k   (Eq. 4-5)
+
+    (the normalising sum of Eq. 4 factored out of Eq. 5's sum, as released; equal in exact
+    arithmetic). Float64 for float64 inputs, else float32 with S in ``s_dtype``.
+    """
+    lam_a, lam_b = lambdas(p)
+    v = p["variant"]
+    if v == "no_prune_scale":
+        return _weighted(A, None, lam_a, True, 1), _weighted(B, None, lam_b, True, 2)
+    A_p, B_p, s_a = per_task_step(A, B, p)
+    s_b = None
+    if v in ("scale_b_from_b", "scale_both"):  # S from B's columns (Table 7)
+        s_b = clamp_low(complementary_scale(B.abs().mT, B_p.abs().mT, s_dtype_of(B, p)), p["clamp_ratio"])
+    w_a = s_a if v in ("scale_a_from_a", "scale_both") else None  # what scales A's rows
+    w_b = {"full": s_a, "no_norm": s_a, "scale_b_from_b": s_b, "scale_both": s_b}.get(v)  # ... and B's columns
+    return _weighted(A_p, w_a, lam_a, True, 1), _weighted(B_p, w_b, lam_b, v != "no_norm", 2)
+
+
+def _weighted(X: torch.Tensor, S: torch.Tensor | None, lam: float, normalise: bool, dim: int) -> torch.Tensor:
+    """Σ_n (λ S_n) ⊙ X_n [/ Σ_k S_k], S [N, r] along ``dim`` of X (1: rows, 2: columns); Σ_n λ X_n without S."""
+    work = work_dtype(X)
+    if S is None:
+        return sum(lam * x.to(work) for x in X)
+    shape = [X.shape[0], 1, 1]
+    shape[dim] = S.shape[1]
+    S = S.view(shape)  # [N, r, 1] or [N, 1, r]
+    num = sum(x.to(work) * (lam * s.to(work)) for x, s in zip(X, S))
+    if not normalise:
+        return num
+    den = S.sum(0)  # Σ_k S_k, in S's dtype
+    return torch.where(den > 0, num / den, 0.0)
 
 
 def clamp_low(s: torch.Tensor, clamp_ratio: float) -> torch.Tensor:
@@ -111,8 +183,6 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
 
 
 @register(
-    "robustmerge",
-    summary="prune A and B by magnitude, rescale B's rank columns by A's lost mass, normalise across tasks, sum",
     paper="Zeng et al., 'Parameter Efficient Merging for Multimodal Large Language Models with Complementary "
     "Parameter Adaptation' (RobustMerge), NeurIPS 2025, Eq. 2-5; https://arxiv.org/abs/2502.17159",
     params=[
@@ -137,11 +207,15 @@ def weighted_sum(x: torch.Tensor, s: torch.Tensor, lam: float, normalise: bool, 
                                  ("t7-inter", "full"))},
     },
     default_preset="official",
+    reference=reference,
 )
 def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """A: [N, r, d_in], B: [N, d_out, r] -> A*: [r, d_in], B*: [d_out, r] (float32)."""
-    lam_a = p["lam"] if p["lambda_on"] == "both" else 1.0
-    lam_b = p["lam"]
+    """prune A and B by magnitude, rescale B's rank columns by A's lost mass, normalise across tasks, sum
+
+    The fast route of :func:`reference`: A [N, r, d_in], B [N, d_out, r] -> A* [r, d_in],
+    B* [d_out, r] float32 (16-bit pruning on bit patterns, float32 task-order sums in place).
+    """
+    lam_a, lam_b = lambdas(p)
     variant = p["variant"]
     if variant == "no_prune_scale":
         return ordered_sum(A, lam_a), ordered_sum(B, lam_b)
@@ -152,10 +226,9 @@ def robustmerge(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -
     dtype = A.dtype if p["s_dtype"] == "stored" else torch.float32
     s_a = s_b = None
     if variant in ("full", "no_norm", "scale_a_from_a", "scale_both"):
-        s_a = clamp_low(scale_of_rows(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
+        s_a = clamp_low(_scale_of_rows(A, A_p, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("scale_b_from_b", "scale_both"):
-        s_b = clamp_low(scale_of_rows(B.transpose(1, 2), B_p.transpose(1, 2), dtype),
-                        p["clamp_ratio"])  # [N, r]
+        s_b = clamp_low(_scale_of_rows(B.mT, B_p.mT, dtype), p["clamp_ratio"])  # [N, r]
     if variant in ("full", "no_norm"):
         return ordered_sum(A_p, lam_a), weighted_sum(B_p, s_a, lam_b, variant == "full", dim=2)
     a_star = weighted_sum(A_p, s_a, lam_a, True, dim=1) if s_a is not None and variant != "scale_b_from_b" \

@@ -1,7 +1,9 @@
-"""TIES-merging (Yadav et al., NeurIPS 2023) on LoRA factors, applied to the A stack and the
-B stack separately. For X ∈ {A, B} with task matrices X_n:
+"""TIES-merging (Yadav et al., NeurIPS 2023; its three steps trim, elect, disjoint merge) on
+LoRA factors, applied to the A stack and the B stack separately. For X ∈ {A, B}
+(A [N, r, d_in], B [N, d_out, r]) with task matrices X_n:
 
 1. trim:  X̂_n = X_n ⊙ [|X_n| >= t_n], t_n keeps the top ``density`` share of |X_n|
+          (t_n = the k-th smallest |X_n|, k = int(numel·(1 - density)); ties at t_n are kept)
           trim='matrix': t_n over this matrix;
           trim='model':  t_n over all matrices of that factor kind (every A of task n, or
                          every B of task n) — the original's whole-task-vector trimming
@@ -11,14 +13,41 @@ B stack separately. For X ∈ {A, B} with task matrices X_n:
           matrix total (the majority-mass sign).
 3. disjoint mean: X* = λ · Σ_n X̂_n [sign(X̂_n) = γ] / max(1, #{n : sign(X̂_n) = γ, X̂_n ≠ 0})
 
-λ placement as lambda_on. Shapes: A [N, r, d_in], B [N, d_out, r] -> float32 [r, d_in], [d_out, r].
+Hyper-parameters: ``density`` = 0.2 (TIES's k = 20 %), ``trim`` = 'matrix', ``lam`` = 1.0,
+``lambda_on`` = 'both'. Output float32 [r, d_in], [d_out, r].
+Reference implementation followed: ``merge_methods('topk', resolve_method='mass',
+merge_func='dis-mean')`` of prateeky2806/ties-merging @ 44e7891 (zero signs resolved to the
+majority), per matrix as in ``fixtures/baselines/ties_original_*``.
+Fast route vs :func:`reference`: bit for bit (trim='model' given the same thresholds in ``ctx.stats``).
 """
 from __future__ import annotations
 
 import torch
 
-from .common import StreamingKth, apply_mask, is_16bit_float, kth_index, ordered_sum, prune_by_magnitude
-from .registry import LAMBDA, LAMBDA_ON, ModuleContext, Param, register, scale_pair
+from .common import (StreamingKth, apply_mask, is_16bit_float, kth_index, kth_smallest_reference, ordered_sum,
+                     prune_by_magnitude, work_dtype)
+from .registry import ModuleContext, Param, lambdas, per_factor
+
+
+def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext):
+    """Trim, elect, disjoint mean (module docstring), per stack; λ_A, λ_B as lambda_on."""
+
+    def merged(X, factor):  # [N, ...] -> [...]
+        n, shape = X.shape[0], [X.shape[0]] + [1] * (X.dim() - 1)
+        k = kth_index(X[0].numel(), p["density"])
+        if p["trim"] == "model":  # thresholds over the whole model, from prepare()
+            t = ctx.stats[factor].to(X.device, work_dtype(X)).view(shape)
+        else:
+            t = kth_smallest_reference(X.abs().reshape(n, -1), k).view(shape) if k > 0 else 0.0
+        T = torch.where(X.abs().to(work_dtype(X)) >= t, X, 0.0).to(work_dtype(X))  # trimmed [N, ...]
+        P, M = sum(T_n.clamp(min=0) for T_n in T), sum(T_n.clamp(max=0) for T_n in T)
+        total = P + M  # Σ_n T_n
+        gamma = torch.where(total != 0, torch.sign(total), 1.0 if total.sum() >= 0 else -1.0)  # elected sign
+        agree = (torch.sign(T) == gamma) & (T != 0)  # [N, ...]
+        return sum(torch.where(a, T_n, 0.0) for a, T_n in zip(agree, T)) / agree.sum(0).clamp(min=1)
+
+    lam_a, lam_b = lambdas(p)
+    return lam_a * merged(A, "A"), lam_b * merged(B, "B")
 
 
 def ties_combine(x: torch.Tensor) -> torch.Tensor:
@@ -76,21 +105,13 @@ def ties_prepare(adapters, p: dict) -> dict:
     return stats
 
 
-@register(
-    "ties",
-    summary="trim to the top-density magnitudes, elect signs, disjoint mean, scaled by λ",
-    paper="Yadav et al., 'TIES-Merging: Resolving Interference When Merging Models', NeurIPS 2023; "
-    "https://arxiv.org/abs/2306.01708",
-    params=[
-        Param("density", 0.2, "share of entries kept per task when trimming (TIES's k)", float, 0.0, 1.0, open_low=True),
-        Param("trim", "matrix", "trimming scope: 'matrix' (per task matrix) or 'model' (per task over all A / all B)",
-              str, choices=("matrix", "model")),
-        LAMBDA,
-        LAMBDA_ON,
-    ],
-    prepare=ties_prepare,
-)
-def ties(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext) -> tuple[torch.Tensor, torch.Tensor]:
-    a = ties_combine(ties_trim(A, p["density"], ctx.stats.get("A")))  # [r, d_in]
-    b = ties_combine(ties_trim(B, p["density"], ctx.stats.get("B")))  # [d_out, r]
-    return scale_pair(a, b, p["lam"], p["lambda_on"])
+@per_factor(paper="Yadav et al., 'TIES-Merging: Resolving Interference When Merging Models', NeurIPS 2023; "
+            "https://arxiv.org/abs/2306.01708",
+            params=[Param("density", 0.2, "share of entries kept per task when trimming (TIES's k)", float, 0.0, 1.0,
+                          open_low=True),
+                    Param("trim", "matrix", "trimming scope: 'matrix' (per task matrix) or 'model' (per task over all "
+                          "A / all B)", str, choices=("matrix", "model"))],
+            reference=reference, prepare=ties_prepare)
+def ties(X: torch.Tensor, p: dict, ctx: ModuleContext, factor: str) -> torch.Tensor:
+    """trim to the top-density magnitudes, elect signs, disjoint mean, scaled by λ"""
+    return ties_combine(ties_trim(X, p["density"], ctx.stats.get(factor)))  # [...] float32

@@ -8,7 +8,7 @@
 # plus:
 #   DATA_ROOT     MM-MergeBench root holding instructions/ and datasets/ (default playground/data)
 #   OUTPUT_ROOT   adapters are written to $OUTPUT_ROOT/<Task> (default playground/checkpoints/tasks)
-#   TASKS         space-separated task names (default: the eight seen tasks below)
+#   TASKS         space-separated task names (default: the seen tasks, python -m llava.eval.tasks list --group seen)
 #   TRAIN_FILE    training file inside each task's instructions folder (default train.json)
 # Training data of task T: $DATA_ROOT/instructions/<folder of T>/$TRAIN_FILE, images under
 # $IMAGE_FOLDER (default $DATA_ROOT/datasets). A task whose folder already holds a finished
@@ -33,20 +33,18 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# task name -> its folder under instructions/ (names as in llava.eval.tasks)
-declare -A FOLDER=(
-  [ScienceQA]=ScienceQA [ImageNet]=ImageNet [VQAv2]=VQAv2 [Grounding]=Grounding
-  [OCRVQA]=OCRVQA [VizWiz-caption]=VizWiz-caption [Flickr30k]=flickr30k-caption [IconQA]=IconQA
-)
+# Task names and their folders under instructions/ come from the task specs
+# (llava/eval/tasks/<folder>/task.toml, plus plug-ins on $LLAVA_TASKS_PATH).
+PYTHON=${PYTHON:-python}
 DATA_ROOT=${DATA_ROOT:-playground/data}
 OUTPUT_ROOT=${OUTPUT_ROOT:-playground/checkpoints/tasks}
-TASKS=${TASKS:-ScienceQA ImageNet VQAv2 Grounding OCRVQA VizWiz-caption Flickr30k IconQA}
+TASKS=${TASKS:-$("$PYTHON" -m llava.eval.tasks list --group seen | tr '\n' ' ')}
 TRAIN_FILE=${TRAIN_FILE:-train.json}
 export DATA_ROOT
 export IMAGE_FOLDER=${IMAGE_FOLDER:-$DATA_ROOT/datasets}
 
 for task in $TASKS; do
-  folder=${FOLDER[$task]:-$task}
+  folder=$("$PYTHON" -m llava.eval.tasks folder "$task")
   out="$OUTPUT_ROOT/$task"
   if [[ -f "$out/adapter_config.json" ]]; then
     echo "== $task: $out already holds a finished adapter; skipping"

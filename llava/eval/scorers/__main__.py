@@ -4,6 +4,11 @@ Prints the original scorer's familiar lines on stdout, writes ``result.json`` (d
 the answers file) and, with ``--output-dir``, the original's side files (``Result.text``,
 ``ans_gt.json``, ...; official protocol only). Bad input: one ``error: ...`` line on stderr and
 exit status 2.
+
+The parser is generated from the task's spec (``llava/eval/tasks/<folder>/task.toml``): the
+common flags, plus the task's own ``[[flags]]`` (e.g. ``--gt-file``, ``--annotation-dir``),
+whose values reach the scorer as ``ScoreInputs.options``. :func:`run_task` is the same CLI for
+one task without ``--task`` (``python -m llava.eval.scorers.pope`` and friends).
 """
 
 from __future__ import annotations
@@ -16,23 +21,35 @@ from pathlib import Path
 from llava.eval.scorers.common import (
     Scored, ScoreError, add_common_args, cli_main, result_path, write_result, write_text_atomic,
 )
-from llava.eval.scorers.registry import canonical_task, get_scorer, task_names
+from llava.eval.tasks import ScoreInputs, TaskSpec, get_task, task_names
 
 PROG = "python -m llava.eval.scorers"
 
 
-def build_parser(task: str | None) -> argparse.ArgumentParser:
-    """The full parser for ``task`` (its own flags included), or the bare one when unknown."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1])
-    parser.add_argument("--task", required=True, help="one of: " + ", ".join(task_names()))
-    if task is None:
+def build_parser(spec: TaskSpec | None, prog: str = PROG, with_task: bool = True) -> argparse.ArgumentParser:
+    """The full parser for ``spec`` (its own flags included), or the bare one when None."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
+    if with_task:
+        parser.add_argument("--task", required=True, help="one of: " + ", ".join(task_names()))
+    if spec is None:
         return parser
-    module = get_scorer(task)
-    add_common_args(parser, question_file_required=module.QUESTION_FILE_REQUIRED)
+    for flag in spec.flags:
+        kwargs = {k: flag[k] for k in ("help", "default", "action") if k in flag}
+        if flag.get("required"):
+            kwargs["required"] = True
+        parser.add_argument(flag["flag"], **kwargs)
+    add_common_args(parser, question_file_required=spec.question_file_required)
     parser.add_argument("--output-dir", default=None,
                         help="also write the original scorer's output files here (official protocol)")
-    module.add_args(parser)
     return parser
+
+
+def score_inputs(spec: TaskSpec, args: argparse.Namespace) -> ScoreInputs:
+    """The scorer inputs named on the command line."""
+    options = {f["flag"].lstrip("-").replace("-", "_"): None for f in spec.flags}
+    return ScoreInputs(answers_file=args.answers_file, question_file=args.question_file,
+                       options={k: getattr(args, k) for k in options}, skip_malformed=args.skip_malformed,
+                       result_file=str(result_path(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,28 +59,39 @@ def main(argv: list[str] | None = None) -> int:
     known, _ = pre.parse_known_args(argv)
 
     def run() -> int:
-        task = _task_or_error(known.task) if known.task else None
-        args = build_parser(task).parse_args(argv)
-        logging.basicConfig(level=str(args.log_level).upper(), stream=sys.stderr,
-                            format="%(levelname)s %(name)s: %(message)s")
-        return _run(args, task)
+        spec = _task_or_error(known.task) if known.task else None
+        return _run(spec, build_parser(spec).parse_args(argv))
 
     return cli_main(run)
 
 
-def _task_or_error(name: str) -> str:
+def run_task(task: str, argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The CLI of one task, without ``--task`` (the per-task entry points wrap it in ``cli_main``)."""
+    spec = get_task(task)
+    return _run(spec, build_parser(spec, prog, with_task=False).parse_args(argv))
+
+
+def _task_or_error(name: str) -> TaskSpec:
     try:
-        return canonical_task(name)
+        return get_task(name)
     except KeyError as e:
         raise ScoreError(e.args[0]) from None
 
 
-def _run(args: argparse.Namespace, task: str) -> int:
-    scored: Scored = get_scorer(task).run(args, task)
-    write_result(result_path(args), scored.result)
+def _run(spec: TaskSpec, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=str(args.log_level).upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    scored: Scored = spec.score(score_inputs(spec, args), args.protocol)
+    if spec.cli_prints_written:      # POPE / MME / MMBench: the lines first, then "wrote ..."
+        sys.stdout.write(scored.stdout + "".join(f"wrote {p}\n" for p in scored.written))
+        if scored.result is not None:
+            sys.stdout.write(f"wrote {write_result(result_path(args), scored.result)}\n")
+    else:
+        write_result(result_path(args), scored.result)
     if args.output_dir:
         _write_side_files(Path(args.output_dir), scored, args.protocol)
-    sys.stdout.write(scored.stdout)
+    if not spec.cli_prints_written:
+        sys.stdout.write(scored.stdout)
     sys.stdout.flush()
     return 0
 
@@ -73,7 +101,8 @@ def _write_side_files(folder: Path, scored: Scored, protocol: str) -> None:
         logging.getLogger(__name__).warning("--output-dir: the original's files exist only for the "
                                             "official protocol; nothing written")
         return
-    inputs = {Path(v).resolve() for v in scored.result["settings"].values() if isinstance(v, str) and v}
+    settings = scored.result["settings"] if scored.result else {}
+    inputs = {Path(v).resolve() for v in settings.values() if isinstance(v, str) and v}
     for name, text in scored.side_files.items():
         target = folder / name
         if target.resolve() in inputs:

@@ -1,4 +1,4 @@
-"""Captioning (VizWiz-caption, Flickr30k, Screen2Words): COCO caption metrics.
+"""The caption family (VizWiz-caption, Flickr30k, Screen2Words): COCO caption metrics.
 
 Metrics: BLEU-1..4, METEOR, ROUGE-L and CIDEr from pycocoevalcap's individual scorers after its
 PTB tokenizer, each ×100, and ``Average``, their unweighted mean (what the scripts print last).
@@ -26,7 +26,6 @@ empty captions.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -34,23 +33,19 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 from llava.eval.scorers.common import (
-    ScoreError, Scored, check_same_questions, join_by_id, join_counts, make_result, read_answers,
-    read_json, read_questions,
+    ScoreError, Scored, check_same_questions, join_by_id, join_counts, make_result, read_json, read_questions,
 )
-from llava.eval.scorers.iconqa import is_empty, join_notes
+from llava.eval.scorers.exact import is_empty, join_notes
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("VizWiz-caption", "Flickr30k", "Screen2Words")
-QUESTION_FILE_REQUIRED = False
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 HEADLINE = "CIDEr"
 #: Tasks whose original script also writes ans_gt.json (eval_flickr30k.py does not).
 WRITES_ANS_GT = {"VizWiz-caption": True, "Screen2Words": True, "Flickr30k": False}
-__all__ = ["TASKS", "add_args", "run", "score", "caption_metrics", "require_java"]
 
 OFFICIAL_QUIRKS = (
     "answer line k is the caption of GT image id k (by position, ids ignored)",
@@ -135,8 +130,8 @@ def read_gt(path: str) -> tuple[list[int], dict[int, list[str]], dict[int, str]]
     return image_ids, dict(caps), names
 
 
-def score(task: str, gt_path: str, answers: Sequence[dict], *, protocol: str,
-          questions: Sequence[dict] | None = None, settings: dict | None = None) -> Scored:
+def score_records(task: str, gt_path: str, answers: Sequence[dict], *, protocol: str,
+                  questions: Sequence[dict] | None = None, settings: dict | None = None) -> Scored:
     """Caption metrics (see the module docstring)."""
     settings = dict(settings or {})
     af, qf = settings.get("answers_file", ""), settings.get("question_file", "")
@@ -225,19 +220,22 @@ def _side_files(task, image_ids, refs, captions, samples, metrics) -> dict[str, 
     return side
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """The COCO-format ground truth."""
-    parser.add_argument("--gt-file", required=True,
-                        help="COCO caption ground truth (*_coco_type.json; the original's --annotation-file)")
+def parse_caption(text: str) -> str:
+    """A caption is scored as written (pycocoevalcap tokenises it)."""
+    return text
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    require_java()
-    questions = read_questions(args.question_file) if args.question_file else None
-    answers = read_answers(args.answers_file, skip_malformed=args.skip_malformed)
-    settings = {"answers_file": str(args.answers_file), "gt_file": str(args.gt_file),
-                "skip_malformed": bool(args.skip_malformed)}
-    if args.question_file:
-        settings["question_file"] = str(args.question_file)
-    return score(task, args.gt_file, answers, protocol=args.protocol, questions=questions, settings=settings)
+def task_scorer(task: str) -> Callable:
+    """``score(inputs, answers, protocol)`` of a caption task (ground truth: option ``gt_file``)."""
+    def score(inputs, answers, protocol: str) -> Scored:
+        require_java()
+        gt_file = inputs.option("gt_file")
+        if not gt_file:
+            raise ScoreError(f"{task} needs --gt-file (its COCO caption ground truth)")
+        questions = read_questions(inputs.question_file) if inputs.question_file else None
+        settings = {"answers_file": str(inputs.answers_file), "gt_file": str(gt_file),
+                    "skip_malformed": bool(inputs.skip_malformed)}
+        if inputs.question_file:
+            settings["question_file"] = str(inputs.question_file)
+        return score_records(task, gt_file, answers, protocol=protocol, questions=questions, settings=settings)
+    return score

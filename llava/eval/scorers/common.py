@@ -16,7 +16,7 @@ Public API (kept small on purpose; other scorer modules import only these):
   validates and writes it atomically, refusing to overwrite an input file.
 - ``add_common_args(parser)``, ``result_path(args)``, ``cli_main(fn)``: the shared CLI flags,
   the default result path and the exit-status-2 wrapper.
-- ``Scored``: what a scorer's pure function returns (the result record, the familiar stdout
+- ``Scored``: what every task's ``score(inputs, answers, protocol)`` returns (the result record, the familiar stdout
   text and the original scorer's side files); ``lookup_official(...)``: the original scorers'
   answer-order lookup of each answer's question (raises where the original would crash).
 
@@ -335,15 +335,18 @@ class Scored:
     """The output of a scorer's pure function.
 
     Attributes:
-        result: the result record (see the module docstring).
+        result: the result record (see the module docstring); None when there is nothing to
+            score locally (MMBench's test split: the submission file is all there is).
         stdout: the familiar lines, exactly as the original scorer printed them.
         side_files: ``{file name: text}`` the original scorer wrote into its output folder
             (official protocol only; empty for strict).
+        written: files the scorer itself wrote (e.g. MMBench's submission spreadsheet).
     """
 
-    result: dict[str, Any]
+    result: dict[str, Any] | None
     stdout: str
     side_files: dict[str, str] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- result record

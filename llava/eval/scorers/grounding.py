@@ -1,4 +1,4 @@
-"""REC / grounding: a predicted box is right iff its IoU with the ground-truth box is > 0.5.
+"""The box family (REC / grounding): a predicted box is right iff its IoU with the ground-truth box is > 0.5.
 
 Boxes are ``[x1, y1, x2, y2]`` normalised to the padded square image; the ground truth is the
 question's ``answer_bbox`` string and ``size`` ``[w, h]``. Both boxes are multiplied by
@@ -17,16 +17,11 @@ clipped at 0 per axis; 0 when the union is not positive.
 
 from __future__ import annotations
 
-import argparse
 import re
 from typing import Sequence
 
-from llava.eval.scorers.common import ScoreError, Scored, join_by_id, join_counts, lookup_official, make_result
-from llava.eval.scorers.iconqa import accuracy_lines, add_args, join_notes, read_inputs, result_text
-
-TASKS = ("Grounding",)
-QUESTION_FILE_REQUIRED = True
-__all__ = ["TASKS", "add_args", "run", "score", "iou", "parse_box_official", "parse_box_strict"]
+from llava.eval.scorers.common import ScoreError, Scored, join_by_id, lookup_official
+from llava.eval.scorers.exact import accuracy_scored, read_task_questions
 
 Box = list[float]
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -90,8 +85,8 @@ def is_hit(pred: Box, question: dict, path: str = "") -> bool:
     return iou([x * scale for x in pred], gt) > 0.5
 
 
-def score(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str,
-          settings: dict | None = None) -> Scored:
+def score_records(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str,
+                  settings: dict | None = None, task: str = "Grounding") -> Scored:
     """Accuracy@0.5 (see the module docstring)."""
     settings = dict(settings or {})
     qf, af = settings.get("question_file", ""), settings.get("answers_file", "")
@@ -104,22 +99,15 @@ def score(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str,
     boxes = [parse(a["text"]) if a is not None else None for _, a in pairs]
     flags = [b is not None and is_hit(b, q, qf) for (q, _), b in zip(pairs, boxes)]
     unparsed = sum(b is None for (_, a), b in zip(pairs, boxes) if a is not None)
-    total = len(flags)
-    if not total:
+    if not flags:
         raise ScoreError(f"{af}: no answers to score (the original divides by zero)")
-    accuracy = 100.0 * sum(flags) / total
-    counts = join_counts(report, len(questions), len(answers), scored=total, unparsed=unparsed,
-                         malformed=len(getattr(answers, "malformed", [])))
-    counts["correct"] = sum(flags)
-    result = make_result("Grounding", protocol, {"accuracy": accuracy}, "accuracy", counts,
-                         quirks=OFFICIAL_QUIRKS, notes=join_notes(report, protocol), settings=settings)
-    side = {"Result.text": result_text(total, accuracy)} if protocol == "official" else {}
-    return Scored(result, accuracy_lines(total, accuracy), side)
+    return accuracy_scored(task, protocol, flags, unparsed, report, questions, answers, quirks=OFFICIAL_QUIRKS,
+                           settings=settings)
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    questions, answers, settings = read_inputs(args)
+def score_task(inputs, answers, protocol: str, task: str = "Grounding") -> Scored:
+    """``score(inputs, answers, protocol)`` of a box task: every question's box checked first."""
+    questions, settings = read_task_questions(inputs, check_field=None)
     for q in questions:
-        parse_gt_box(q, args.question_file)
-    return score(questions, answers, protocol=args.protocol, settings=settings)
+        parse_gt_box(q, inputs.question_file)
+    return score_records(questions, answers, protocol=protocol, settings=settings, task=task)

@@ -1,4 +1,4 @@
-"""ImageNet and ImageNet-R: containment match of the class name.
+"""The class-name family (ImageNet and ImageNet-R): containment match of the class name.
 
 Rule (both protocols): right iff ``answer.upper() in pred.upper()`` or ``pred.upper() in
 answer.upper()``.
@@ -18,22 +18,14 @@ answer.upper()``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
-from llava.eval.scorers.common import ScoreError, Scored, join_by_id, join_counts, make_result
-from llava.eval.scorers.iconqa import (
-    accuracy_lines, add_args, ans_gt_json, check_answer_field, is_empty, join_notes, read_inputs,
-    result_text,
-)
+from llava.eval.scorers.common import ScoreError, Scored, join_by_id
+from llava.eval.scorers.exact import accuracy_scored, ans_gt_json, is_empty, read_task_questions, result_text
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("ImageNet", "ImageNet-R")
-QUESTION_FILE_REQUIRED = True
-__all__ = ["TASKS", "add_args", "run", "score", "contains_match"]
 
 OFFICIAL_QUIRKS = (
     "answers paired with questions by position (line i with question i), ids ignored",
@@ -48,8 +40,8 @@ def contains_match(pred: str, answer: str) -> bool:
     return a in p or p in a
 
 
-def score(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str, task: str = "ImageNet",
-          settings: dict | None = None) -> Scored:
+def score_records(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str, task: str = "ImageNet",
+                  settings: dict | None = None) -> Scored:
     """Accuracy of class-name answers (see the module docstring)."""
     settings = dict(settings or {})
     qf, af = settings.get("question_file", ""), settings.get("answers_file", "")
@@ -70,25 +62,20 @@ def score(questions: Sequence[dict], answers: Sequence[dict], *, protocol: str, 
                  for q, a in pairs]
         unparsed = sum(is_empty(a["text"]) for _, a in report.answered)
         mismatches = 0
-    total = len(flags)
-    if not total:
+    if not flags:
         raise ScoreError(f"{qf}: no questions")
-    accuracy = 100.0 * sum(flags) / total
-    counts = join_counts(report, len(questions), len(answers), scored=total, unparsed=unparsed,
-                         malformed=len(getattr(answers, "malformed", [])))
-    counts.update(correct=sum(flags), position_mismatches=mismatches)
-    notes = join_notes(report, protocol)
+    notes = []
     if mismatches:
         logger.warning("%s: %d answer line(s) are not at their question's position; the official "
                        "score pairs by position and is wrong for them", af, mismatches)
         notes.append(f"{mismatches} answer line(s) not at their question's position: the official "
                      "protocol scored them against another question's class")
-    result = make_result(task, protocol, {"accuracy": accuracy}, "accuracy", counts,
-                         quirks=OFFICIAL_QUIRKS, notes=notes, settings=settings)
-    side = {}
+    scored = accuracy_scored(task, protocol, flags, unparsed, report, questions, answers, quirks=OFFICIAL_QUIRKS,
+                             trailing_notes=notes, settings=settings,
+                             extra_counts={"position_mismatches": mismatches})
     if protocol == "official":
-        side = _side_files(pairs, flags, total, accuracy)
-    return Scored(result, accuracy_lines(total, accuracy), side)
+        scored.side_files = _side_files(pairs, flags, len(flags), scored.result["metrics"]["accuracy"])
+    return scored
 
 
 def _side_files(pairs, flags, total: int, accuracy: float) -> dict[str, str]:
@@ -98,8 +85,9 @@ def _side_files(pairs, flags, total: int, accuracy: float) -> dict[str, str]:
             "Result.text": result_text(total, accuracy) + json.dumps(wrong, indent=4)}
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    questions, answers, settings = read_inputs(args)
-    check_answer_field(questions, args.question_file)
-    return score(questions, answers, protocol=args.protocol, task=task, settings=settings)
+def task_scorer(task: str) -> Callable:
+    """``score(inputs, answers, protocol)`` of a class-name task."""
+    def score(inputs, answers, protocol: str) -> Scored:
+        questions, settings = read_task_questions(inputs)
+        return score_records(questions, answers, protocol=protocol, task=task, settings=settings)
+    return score

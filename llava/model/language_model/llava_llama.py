@@ -23,7 +23,7 @@ class LlavaConfig(LlamaConfig):
     model_type = "llava_llama"
 
     def to_original_dict(self) -> dict:
-        """config.json content readable by the original LLaVA code (transformers 4.3x) too.
+        """The model config file's content, readable by the original LLaVA code (transformers 4.3x) too.
 
         transformers 5 writes RoPE settings as `rope_parameters`; 4.3x reads `rope_theta` and
         `rope_scaling` and `torch_dtype`, so those are added (transformers 5 reads either).

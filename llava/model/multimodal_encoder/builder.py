@@ -1,6 +1,6 @@
 """Find the CLIP tower named in `mm_vision_tower` on disk, offline, and build it.
 
-Resolution order (first folder holding a `config.json` wins):
+Resolution order (first folder holding a model config, `robustmerge.taskfolder.MODEL_CONFIG`, wins):
 1. the explicit `override` argument (`vision_tower_path=` / `--vision-tower`);
 2. the environment variable `LLAVA_VISION_TOWER` (a tower folder);
 3. `mm_vision_tower` itself when it is an absolute path;
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llava.model.errors import LlavaLoadError
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from robustmerge.taskfolder import MODEL_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ VISION_TOWER_DIRS_ENV = "LLAVA_VISION_TOWER_DIRS"
 
 
 def _is_tower_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
+    return path.is_dir() and (path / MODEL_CONFIG).is_file()
 
 
 def _explicit_override(override: str | Path | None) -> Path | None:
@@ -40,7 +41,7 @@ def _explicit_override(override: str | Path | None) -> Path | None:
         path = Path(value).expanduser()
         if not _is_tower_folder(path):
             raise LlavaLoadError(
-                f"{path} (from {source}) is not a vision tower folder (no config.json); "
+                f"{path} (from {source}) is not a vision tower folder (no {MODEL_CONFIG}); "
                 "point it at a folder saved with CLIPVisionModel/CLIPModel.save_pretrained"
             )
         return path

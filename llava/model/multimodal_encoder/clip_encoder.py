@@ -19,7 +19,7 @@ class CLIPVisionTower(nn.Module):
     """CLIP vision encoder loaded from a local folder (never from the LLaVA checkpoint).
 
     Args:
-        tower_path: folder with a CLIP (vision) `config.json`, weights and `preprocessor_config.json`.
+        tower_path: folder with a CLIP (vision) model config, weights and `preprocessor_config.json`.
         select_layer: hidden-state index to read (`mm_vision_select_layer`, LLaVA-1.5: -2).
         select_feature: `patch` drops the CLS token, `cls_patch` keeps it.
     """

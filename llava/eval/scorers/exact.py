@@ -1,4 +1,5 @@
-"""Exact-match accuracy: IconQA and TabMWP (and the core that VQAv2 and AOKVQA reuse).
+"""The exact-match family (IconQA, TabMWP, VQAv2, AOKVQA, OCRVQA) and the accuracy tail every
+per-answer scorer shares (:func:`accuracy_scored`).
 
 Rule (both protocols): an answer is right iff ``pred.upper() == answer.upper()`` (whole string;
 no stripping, no number or punctuation normalisation).
@@ -18,17 +19,13 @@ Printed lines: ``Samples: N`` / ``Accuracy: xx.xx%`` and an empty line, as the o
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 from typing import Callable, Sequence
 
 from llava.eval.scorers.common import (
-    JoinReport, Records, ScoreError, Scored, join_by_id, join_counts, lookup_official,
-    make_result, read_answers, read_questions,
+    JoinReport, ScoreError, Scored, join_by_id, join_counts, lookup_official, make_result, read_questions,
 )
-
-TASKS = ("IconQA", "TabMWP")
-QUESTION_FILE_REQUIRED = True
 
 OFFICIAL_QUIRKS = (
     "denominator = number of answer lines: missing answers are left out of the accuracy",
@@ -40,6 +37,11 @@ OFFICIAL_QUIRKS = (
 def exact_match(pred: str, answer: str) -> bool:
     """The original rule: whole strings equal after ``str.upper()``."""
     return pred.upper() == answer.upper()
+
+
+def parse_text(text: str) -> str:
+    """The exact-match family reads the prediction as is."""
+    return text
 
 
 def is_empty(text: str) -> bool:
@@ -90,7 +92,6 @@ def score_exact_match(
     settings = dict(settings or {})
     qf, af = settings.get("question_file", ""), settings.get("answers_file", "")
     report = join_by_id(questions, answers, question_file=qf, answers_file=af)
-    malformed = len(getattr(answers, "malformed", []))
     if protocol == "official":
         pairs = lookup_official(questions, answers, by_str=by_str, question_file=qf, answers_file=af)
         if not pairs:
@@ -106,17 +107,28 @@ def score_exact_match(
                  for q, a in pairs]
         unparsed = sum(is_unparsed(a["text"]) for _, a in report.answered)
         ans_gt = []
+    scored = accuracy_scored(task, protocol, flags, unparsed, report, questions, answers, quirks=quirks,
+                             notes=notes, settings=settings)
+    if protocol == "official" and write_ans_gt:
+        scored.side_files["ans_gt.json"] = ans_gt_json(ans_gt)
+    return scored
+
+
+def accuracy_scored(task: str, protocol: str, flags: Sequence[bool], unparsed: int, report: JoinReport,
+                    questions: Sequence[dict], answers: Sequence[dict], *, quirks: Sequence[str] = (),
+                    notes: Sequence[str] = (), settings: dict | None = None,
+                    extra_counts: dict | None = None, trailing_notes: Sequence[str] = ()) -> Scored:
+    """The shared tail of the per-answer scorers: accuracy over ``flags`` (one per scored item),
+    the counts, the result record, the ``Samples/Accuracy`` lines and the official ``Result.text``."""
     total = len(flags)
     accuracy = 100.0 * sum(flags) / total
     counts = join_counts(report, len(questions), len(answers), scored=total, unparsed=unparsed,
-                         malformed=malformed)
+                         malformed=len(getattr(answers, "malformed", [])))
     counts["correct"] = sum(flags)
-    result = make_result(task, protocol, {"accuracy": accuracy}, "accuracy", counts,
-                         quirks=quirks, notes=list(notes) + join_notes(report, protocol),
-                         settings=settings)
+    counts.update(extra_counts or {})
+    result = make_result(task, protocol, {"accuracy": accuracy}, "accuracy", counts, quirks=quirks,
+                         notes=[*notes, *join_notes(report, protocol), *trailing_notes], settings=settings)
     side = {"Result.text": result_text(total, accuracy)} if protocol == "official" else {}
-    if protocol == "official" and write_ans_gt:
-        side["ans_gt.json"] = ans_gt_json(ans_gt)
     return Scored(result, accuracy_lines(total, accuracy), side)
 
 
@@ -136,14 +148,21 @@ def join_notes(report: JoinReport, protocol: str) -> list[str]:
     return notes
 
 
-def read_inputs(args: argparse.Namespace, require: Sequence[str] = ("question_id", "text")
-                ) -> tuple[list[dict], Records, dict]:
-    """Read ``--question-file`` and ``--answers-file``; return them with the base settings."""
-    questions = read_questions(args.question_file)
-    answers = read_answers(args.answers_file, skip_malformed=args.skip_malformed, require=require)
-    settings = {"question_file": str(args.question_file), "answers_file": str(args.answers_file),
-                "skip_malformed": bool(args.skip_malformed)}
-    return questions, answers, settings
+def base_settings(inputs) -> dict:
+    """The settings every question-file scorer records: its two files and ``skip_malformed``."""
+    return {"question_file": str(inputs.question_file), "answers_file": str(inputs.answers_file),
+            "skip_malformed": bool(inputs.skip_malformed)}
+
+
+def read_task_questions(inputs, check_field: str | None = "answer") -> tuple[list[dict], dict]:
+    """The question file named in ``inputs`` (each question with a string ``check_field``) and
+    the base settings."""
+    if not inputs.question_file:
+        raise ScoreError("this task needs --question-file")
+    questions = read_questions(inputs.question_file)
+    if check_field:
+        check_answer_field(questions, inputs.question_file, check_field)
+    return questions, base_settings(inputs)
 
 
 def check_answer_field(questions: Sequence[dict], path: str, field: str = "answer") -> None:
@@ -153,12 +172,17 @@ def check_answer_field(questions: Sequence[dict], path: str, field: str = "answe
         raise ScoreError(f"{path}: {len(bad)} question(s) without a string '{field}', e.g. {bad[:3]}")
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """No options beyond the common ones."""
+def question_file_scorer(score_records: Callable, check_field: str | None = "answer", **options) -> Callable:
+    """``score(inputs, answers, protocol)`` from a scorer of in-memory records
+    ``score_records(questions, answers, *, protocol, settings, **options)``: reads the question
+    file named in ``inputs`` (each question with a string ``check_field``) first."""
+    def score(inputs, answers, protocol: str) -> Scored:
+        questions, settings = read_task_questions(inputs, check_field)
+        return score_records(questions, answers, protocol=protocol, settings=settings, **options)
+    return score
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry: read the files named in ``args`` and score them."""
-    questions, answers, settings = read_inputs(args)
-    check_answer_field(questions, args.question_file)
-    return score_exact_match(task, questions, answers, protocol=args.protocol, settings=settings)
+def exact_task_scorer(task: str, **options) -> Callable:
+    """``score(inputs, answers, protocol)`` of a plain exact-match task (``options`` go to
+    :func:`score_exact_match`)."""
+    return question_file_scorer(functools.partial(score_exact_match, task), **options)

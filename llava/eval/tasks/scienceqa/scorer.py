@@ -22,22 +22,17 @@ Headline: ``accuracy`` over all test problems (the paper's column is "SciQA"; th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 from typing import Sequence
 
 from llava.eval.scorers.common import (
-    ScoreError, Scored, join_by_id, join_counts, make_result, read_answers, read_json,
-    read_questions,
+    ScoreError, Scored, join_by_id, join_counts, make_result, read_json, read_questions,
 )
-from llava.eval.scorers.iconqa import join_notes
+from llava.eval.scorers.exact import join_notes
 
-TASKS = ("ScienceQA",)
-QUESTION_FILE_REQUIRED = False
 OPTIONS = ("A", "B", "C", "D", "E")
-__all__ = ["TASKS", "add_args", "run", "score", "parse_letter", "pred_index"]
 
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 
@@ -63,8 +58,18 @@ def pred_index(letter: str, n_choices: int) -> int:
     return OPTIONS.index(letter) if letter in OPTIONS[:n_choices] else -1
 
 
-def score(problems: dict, split_ids: Sequence[str], answers: Sequence[dict], *, protocol: str,
-          settings: dict | None = None) -> Scored:
+def parse(text: str) -> str:
+    """The option letter of a prediction (:func:`parse_letter`)."""
+    return parse_letter(text)
+
+
+def judge(parsed: str, gt: dict) -> bool:
+    """Right iff the letter names the problem's answer among its choices."""
+    return pred_index(parsed, len(gt["choices"])) == gt["answer"]
+
+
+def score_records(problems: dict, split_ids: Sequence[str], answers: Sequence[dict], *, protocol: str,
+                  settings: dict | None = None) -> Scored:
     """Accuracy and IMG-Accuracy (see the module docstring).
 
     Args:
@@ -133,37 +138,28 @@ def _summarise(rows, outputs, indices, unparsed, report, answers, protocol, sett
     return Scored(result, line, side)
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """ScienceQA's ground-truth files."""
-    parser.add_argument("--base-dir", default=None,
-                        help="folder with problems.json and pid_splits.json (LLaVA's --base-dir)")
-    parser.add_argument("--problems", default=None, help="problems.json (default: <base-dir>/problems.json)")
-    parser.add_argument("--pid-splits", default=None, help="pid_splits.json (default: <base-dir>/pid_splits.json)")
-    parser.add_argument("--split", default="test", help="split of pid_splits.json (default: test)")
-
-
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry. ``--question-file`` (the LLaVA-format test.json) is optional: when given, its
-    ids must be the split's ids."""
-    problems_path = args.problems or (os.path.join(args.base_dir, "problems.json") if args.base_dir else None)
-    splits_path = args.pid_splits or (os.path.join(args.base_dir, "pid_splits.json") if args.base_dir else None)
+def score(inputs, answers: Sequence[dict], protocol: str) -> Scored:
+    """Score against ``problems.json`` / ``pid_splits.json`` (options ``base_dir`` or ``problems``
+    and ``pid_splits``; ``split``). ``question_file`` (the LLaVA-format test.json) is optional:
+    when given, its ids must be the split's ids."""
+    base_dir, split = inputs.option("base_dir"), inputs.option("split", "test")
+    problems_path = inputs.option("problems") or (os.path.join(base_dir, "problems.json") if base_dir else None)
+    splits_path = inputs.option("pid_splits") or (os.path.join(base_dir, "pid_splits.json") if base_dir else None)
     if not problems_path or not splits_path:
         raise ScoreError("ScienceQA needs --base-dir, or --problems and --pid-splits")
     problems, splits = read_json(problems_path), read_json(splits_path)
-    if not isinstance(splits, dict) or args.split not in splits:
-        raise ScoreError(f"{splits_path}: no split {args.split!r}")
+    if not isinstance(splits, dict) or split not in splits:
+        raise ScoreError(f"{splits_path}: no split {split!r}")
     if not isinstance(problems, dict):
         raise ScoreError(f"{problems_path}: expected an object {{problem id: problem}}")
-    split_ids = [str(x) for x in splits[args.split]]
-    settings = {"answers_file": str(args.answers_file), "problems": str(problems_path),
-                "pid_splits": str(splits_path), "split": args.split,
-                "skip_malformed": bool(args.skip_malformed)}
-    if args.question_file:
-        qids = {str(q["question_id"]) for q in read_questions(args.question_file)}
+    split_ids = [str(x) for x in splits[split]]
+    settings = {"answers_file": str(inputs.answers_file), "problems": str(problems_path),
+                "pid_splits": str(splits_path), "split": split,
+                "skip_malformed": bool(inputs.skip_malformed)}
+    if inputs.question_file:
+        qids = {str(q["question_id"]) for q in read_questions(inputs.question_file)}
         if qids != set(split_ids):
-            raise ScoreError(f"{args.question_file}: its {len(qids)} question ids are not the "
-                             f"{len(split_ids)} ids of split {args.split!r} in {splits_path}")
-        settings["question_file"] = str(args.question_file)
-    require = ("question_id", "text", "prompt") if args.protocol == "official" else ("question_id", "text")
-    answers = read_answers(args.answers_file, skip_malformed=args.skip_malformed, require=require)
-    return score(problems, split_ids, answers, protocol=args.protocol, settings=settings)
+            raise ScoreError(f"{inputs.question_file}: its {len(qids)} question ids are not the "
+                             f"{len(split_ids)} ids of split {split!r} in {splits_path}")
+        settings["question_file"] = str(inputs.question_file)
+    return score_records(problems, split_ids, answers, protocol=protocol, settings=settings)

@@ -1,7 +1,7 @@
 """VQAv2 (MM-MergeBench's val split with one answer string per question): exact match.
 
 This is NOT the VQA soft accuracy: the benchmark's scorer compares the whole prediction with the
-single ground-truth string after ``str.upper()`` (see :mod:`llava.eval.scorers.iconqa`).
+single ground-truth string after ``str.upper()`` (see :mod:`llava.eval.scorers.exact`).
 
 - ``official`` reproduces ``llava/eval/eval_vqav2.py`` of RobustMerge, which looks answers up by
   ``str(question_id)``; denominator = number of answer lines. It also prints the first line of
@@ -16,24 +16,19 @@ single ground-truth string after ``str.upper()`` (see :mod:`llava.eval.scorers.i
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 
 from llava.eval.scorers.common import Scored, write_text_atomic
-from llava.eval.scorers.iconqa import (
-    OFFICIAL_QUIRKS, add_args, check_answer_field, read_inputs, score_exact_match,
+from llava.eval.scorers.exact import (  # noqa: F401  (parse, judge: the scorer interface)
+    OFFICIAL_QUIRKS, exact_match as judge, parse_text as parse, question_file_scorer, score_exact_match,
 )
-
 from llava.eval.scorers.vqa_normalize import normalize_answer
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("VQAv2",)
 UPLOAD_FILE = "answers_upload.json"
-QUESTION_FILE_REQUIRED = True
-__all__ = ["TASKS", "add_args", "run", "score"]
 
 
 def converter_line(questions, answers) -> str:
@@ -71,7 +66,7 @@ def write_upload(folder: str | os.PathLike, questions, answers) -> bool:
     return True
 
 
-def score(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
+def score_records(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
     """Exact-match accuracy; official output starts with the converter's line."""
     quirks = ("question_id looked up as str(question_id)",) + OFFICIAL_QUIRKS[:2]
     scored = score_exact_match("VQAv2", questions, answers, protocol=protocol, settings=settings,
@@ -91,8 +86,5 @@ def score(questions, answers, *, protocol: str, settings: dict | None = None) ->
     return scored
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    questions, answers, settings = read_inputs(args)
-    check_answer_field(questions, args.question_file)
-    return score(questions, answers, protocol=args.protocol, settings=settings)
+#: the scorer interface: score(inputs, answers, protocol) -> Scored
+score = question_file_scorer(score_records)

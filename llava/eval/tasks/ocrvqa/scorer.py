@@ -12,17 +12,10 @@
 
 from __future__ import annotations
 
-import argparse
-
 from llava.eval.scorers.common import Scored
-from llava.eval.scorers.iconqa import (
-    OFFICIAL_QUIRKS, accuracy_lines, add_args, check_answer_field, read_inputs, result_text,
-    score_exact_match,
+from llava.eval.scorers.exact import (  # noqa: F401  (parse: the scorer interface)
+    OFFICIAL_QUIRKS, accuracy_lines, parse_text as parse, question_file_scorer, result_text, score_exact_match,
 )
-
-TASKS = ("OCRVQA",)
-QUESTION_FILE_REQUIRED = True
-__all__ = ["TASKS", "add_args", "run", "score", "official_right", "strict_right"]
 
 
 def official_right(pred: str, answer: str) -> bool:
@@ -35,7 +28,12 @@ def strict_right(pred: str, answer: str) -> bool:
     return pred.lower() == answer.lower()
 
 
-def score(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
+def judge(parsed: str, gt: str) -> bool:
+    """The strict rule (the official one is :func:`official_right`)."""
+    return strict_right(parsed, gt)
+
+
+def score_records(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
     """Accuracy; the official printed ``Samples`` is 0 as in the original."""
     official = protocol == "official"
     quirks = OFFICIAL_QUIRKS + (
@@ -52,8 +50,5 @@ def score(questions, answers, *, protocol: str, settings: dict | None = None) ->
     return scored
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    questions, answers, settings = read_inputs(args)
-    check_answer_field(questions, args.question_file)
-    return score(questions, answers, protocol=args.protocol, settings=settings)
+#: the scorer interface: score(inputs, answers, protocol) -> Scored
+score = question_file_scorer(score_records)

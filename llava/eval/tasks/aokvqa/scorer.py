@@ -5,23 +5,18 @@ The answer is a letter; the prediction must be exactly that letter up to case ("
 metric); ``official`` reproduces ``llava/eval/eval_aokvqa.py`` of RobustMerge (lookup by
 ``question_id`` with its JSON type, denominator = answer lines, ``ans_gt.json`` written),
 ``strict`` joins by id and counts missing/empty answers wrong (see
-:mod:`llava.eval.scorers.iconqa`). ``unparsed`` counts predictions that are not a single
+:mod:`llava.eval.scorers.exact`). ``unparsed`` counts predictions that are not a single
 letter after stripping spaces.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 
 from llava.eval.scorers.common import Scored
-from llava.eval.scorers.iconqa import (
-    OFFICIAL_QUIRKS, add_args, check_answer_field, read_inputs, score_exact_match,
+from llava.eval.scorers.exact import (  # noqa: F401  (parse, judge: the scorer interface)
+    OFFICIAL_QUIRKS, exact_match as judge, parse_text as parse, question_file_scorer, score_exact_match,
 )
-
-TASKS = ("AOKVQA",)
-QUESTION_FILE_REQUIRED = True
-__all__ = ["TASKS", "add_args", "run", "score", "is_not_a_letter"]
 
 _LETTER = re.compile(r"[A-Za-z]")
 
@@ -31,7 +26,7 @@ def is_not_a_letter(pred: str) -> bool:
     return _LETTER.fullmatch(pred.strip()) is None
 
 
-def score(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
+def score_records(questions, answers, *, protocol: str, settings: dict | None = None) -> Scored:
     """Exact-match accuracy with the option letter."""
     return score_exact_match("AOKVQA", questions, answers, protocol=protocol, settings=settings,
                              is_unparsed=is_not_a_letter, quirks=OFFICIAL_QUIRKS,
@@ -39,8 +34,5 @@ def score(questions, answers, *, protocol: str, settings: dict | None = None) ->
                                     "(case-insensitive); 'A.' is wrong in both protocols"])
 
 
-def run(args: argparse.Namespace, task: str) -> Scored:
-    """CLI entry."""
-    questions, answers, settings = read_inputs(args)
-    check_answer_field(questions, args.question_file)
-    return score(questions, answers, protocol=args.protocol, settings=settings)
+#: the scorer interface: score(inputs, answers, protocol) -> Scored
+score = question_file_scorer(score_records)

@@ -1,0 +1,6 @@
+"""ImageNet-R scores as ImageNet (no option list in its prompt): containment of the class name."""
+
+from llava.eval.scorers.exact import parse_text as parse  # noqa: F401
+from llava.eval.scorers.imagenet import contains_match as judge, task_scorer  # noqa: F401
+
+score = task_scorer("ImageNet-R")
