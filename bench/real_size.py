@@ -49,7 +49,7 @@ def sizes_of(shape: str, layers: int | None = None):
 
 
 def lora_shape(shape: str, layers: int | None = None):
-    """The synthetic-adapter shape matching the base (its config.json = the run's LlavaConfig)."""
+    """The synthetic-adapter shape matching the base (its model config = the run's LlavaConfig)."""
     from robustmerge.synthetic import LlamaShape
 
     s = sizes_of(shape, layers)
@@ -83,6 +83,7 @@ def write_random_base(folder: Path, sizes, tower_name: str, seed: int = 0, dtype
     from llava.model.tensor_files import PlannedTensor, write_sharded_safetensors
     from llava.model.tiny import tiny_llava_config, write_tokenizer
     from robustmerge.atomic import atomic_folder
+    from robustmerge.taskfolder import MODEL_CONFIG
 
     config = tiny_llava_config(sizes, tower_name)
     torch_dtype = getattr(torch, dtype)
@@ -94,7 +95,7 @@ def write_random_base(folder: Path, sizes, tower_name: str, seed: int = 0, dtype
         original = config.to_original_dict()
         original["torch_dtype"] = dtype
         original.pop("dtype", None)
-        (tmp / "config.json").write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
+        (tmp / MODEL_CONFIG).write_text(json.dumps(original, indent=2, sort_keys=True) + "\n")
         GenerationConfig.from_model_config(config).save_pretrained(str(tmp))
         write_tokenizer(tmp, sizes.vocab_size, seed)
 

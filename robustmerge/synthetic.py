@@ -26,7 +26,7 @@ class LlamaShape:
 
     ``layers``, ``hidden``, ``intermediate`` and ``mm_hidden`` shape the LoRA factors and the
     projector; ``heads``, ``vocab``, ``max_positions`` and ``tower`` only go into the task
-    folders' ``config.json``.
+    folders' model config (``taskfolder.MODEL_CONFIG``).
     """
 
     layers: int = 2
@@ -57,7 +57,7 @@ LLAVA_7B = LlamaShape(layers=32, hidden=4096, intermediate=11008, mm_hidden=1024
 
 
 def llava_run_config(shape: LlamaShape, dtype: torch.dtype = torch.float16) -> dict:
-    """The ``config.json`` LLaVA-1.5's train.py writes into a LoRA task folder (the LlavaConfig of
+    """The model config LLaVA-1.5's train.py writes into a LoRA task folder (the LlavaConfig of
     the run: Llama fields + every ``mm_*`` setting), here for ``shape``."""
     return {
         "_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1,

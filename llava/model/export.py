@@ -56,6 +56,7 @@ from llava.model.tensor_files import (
 from robustmerge.atomic import atomic_folder
 from robustmerge.errors import cli_main
 from robustmerge.taskfolder import (
+    ADAPTER_CONFIG,
     MODEL_CONFIG,
     PROJECTOR_FILE,
     PROJECTOR_RUN_FILE,
@@ -145,13 +146,13 @@ def _check_base(files: TensorFiles, shapes: dict[str, tuple[int, ...]], folder: 
     mismatched = sorted(k for k in shapes if k in files and files.infos[k].shape != shapes[k])
     if missing or unexpected or mismatched:
         raise LlavaLoadError(
-            f"{folder}: weights do not fit config.json (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"{folder}: weights do not fit {MODEL_CONFIG} (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"mismatched {mismatched[:3]}); check that the folder holds a LLaVA-1.5 llava_llama checkpoint"
         )
 
 
 def _read_extra(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Projector tensors (`non_lora_trainables.bin` / `mm_projector.bin`), keys checked against the model."""
+    """Projector tensors (PROJECTOR_FILE / PROJECTOR_RUN_FILE), keys checked against the model."""
     files = TensorFiles(path, [path])
     weights = {projector_key(k): files.get(k) for k in files}
     homeless = sorted(k for k in weights if k not in shapes)
@@ -175,7 +176,7 @@ def _lora_scaling(config, module: str, rank: int) -> float:
     r = config.rank_pattern.get(get_pattern_key(list(config.rank_pattern), module), config.r)
     alpha = config.alpha_pattern.get(get_pattern_key(list(config.alpha_pattern), module), config.lora_alpha)
     if r != rank:
-        raise LlavaLoadError(f"LoRA factors of {module} have rank {rank} but adapter_config.json says r={r}")
+        raise LlavaLoadError(f"LoRA factors of {module} have rank {rank} but {ADAPTER_CONFIG} says r={r}")
     return alpha / math.sqrt(r) if config.use_rslora else alpha / r
 
 
@@ -187,7 +188,7 @@ def _check_plain_lora(config, folder: Path) -> None:
                                          ("target_parameters", bool(getattr(config, "target_parameters", None))))
                    if on]  # fmt: skip
     if unsupported:
-        raise LlavaLoadError(f"{folder}/adapter_config.json sets {unsupported}; the dense export merges plain LoRA "
+        raise LlavaLoadError(f"{folder}/{ADAPTER_CONFIG} sets {unsupported}; the dense export merges plain LoRA "
                              "only: merge it with PEFT first (merge_and_unload) and export the full model")
 
 
@@ -199,7 +200,7 @@ def _read_lora(folder: Path, shapes: dict[str, tuple[int, ...]]) -> LoraSource:
     _check_plain_lora(config, folder)
     path = find_weight_file(folder)
     if path is None:
-        raise LlavaLoadError(f"{folder}: has adapter_config.json but none of {WEIGHT_FILES}; "
+        raise LlavaLoadError(f"{folder}: has {ADAPTER_CONFIG} but none of {WEIGHT_FILES}; "
                              "copy the adapter weights next to its config")
     files = TensorFiles(path, [path])
     pairs: dict[str, dict[str, str]] = {}
@@ -223,7 +224,7 @@ def _read_lora(folder: Path, shapes: dict[str, tuple[int, ...]]) -> LoraSource:
                 and "mm_projector" not in k and check_target_module_exists(config, k[: -len(".weight")])]
     unfed = sorted(m for m in targeted if m not in pairs and m != "lm_head")
     if unfed and config.target_modules != "all-linear":
-        raise LlavaLoadError(f"{path}: no weights for {len(unfed)} LoRA layer(s) that adapter_config.json targets, "
+        raise LlavaLoadError(f"{path}: no weights for {len(unfed)} LoRA layer(s) that {ADAPTER_CONFIG} targets, "
                              f"e.g. {unfed[:3]}; the file is incomplete or its config lists extra target_modules")
     return LoraSource(files, modules)
 

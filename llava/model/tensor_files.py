@@ -2,7 +2,7 @@
 
 - `TensorFiles`: the weights of a folder (or one file) in any of the layouts transformers
   writes: `model.safetensors`, sharded `model-*.safetensors` + `model.safetensors.index.json`,
-  `pytorch_model.bin` (+ index) or a single tensor file such as `adapter_model.bin`. Names,
+  `pytorch_model.bin` (+ index) or a single tensor file such as a LoRA adapter file. Names,
   shapes and dtypes come from the headers; `get(name)` reads only that tensor (safetensors:
   a seek and a read, no memory map; `.bin`: a `weights_only` memory-mapped load that is
   dropped again after the read).
