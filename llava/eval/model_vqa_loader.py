@@ -58,12 +58,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
                         help="questions per generate call (left padding); 1, the default, is what paper tables use. "
                              "In float32 batched greedy answers equal batch size 1 (measured: 64/64 at 8 and 16); in "
-                             "bf16/fp16 they can differ, because a batch changes the rounding of every matmul: "
-                             "64/64 equal on the tiny CPU model, but at LLaVA-7B sizes on CPU 1 of 3 answers "
-                             "changed at batch size 2 (docs/benchmarks.md)")
+                             "bf16/fp16 they can differ, because batching can change the rounding of the matmuls: "
+                             "64/64 equal on the tiny CPU model at batch 8 and 16, but at LLaVA-7B sizes (bf16, CPU) 1 of "
+                             "3 answers changed at its third token in a batch of 2 (docs/benchmarks.md)")
     parser.add_argument("--same-length-batches", action="store_true",
                         help="batch only prompts of the same token length (no padding in a batch); fewer, "
-                             "smaller batches. Does not make 16-bit batches match batch size 1 (docs/benchmarks.md)")
+                             "smaller batches. It does not make 16-bit batches match batch size 1: the changed 7B answer "
+                             "above was in an unpadded batch (docs/benchmarks.md)")
     parser.add_argument("--resume", dest="resume", action="store_true", default=True,
                         help="keep the answers already in --answers-file (default)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite --answers-file")
