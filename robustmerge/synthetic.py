@@ -22,12 +22,21 @@ PROJ = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"
 
 @dataclass(frozen=True)
 class LlamaShape:
-    """The LoRA-relevant sizes of a LLaVA-1.5 language model."""
+    """The sizes of a LLaVA-1.5 language model (defaults: the tiny model of ``llava.model.tiny``).
+
+    ``layers``, ``hidden``, ``intermediate`` and ``mm_hidden`` shape the LoRA factors and the
+    projector; ``heads``, ``vocab``, ``max_positions`` and ``tower`` only go into the task
+    folders' model config (``taskfolder.MODEL_CONFIG``).
+    """
 
     layers: int = 2
     hidden: int = 64
     intermediate: int = 128
     mm_hidden: int = 64
+    heads: int = 4
+    vocab: int = 512
+    max_positions: int = 512
+    tower: str = "clip-tiny"
 
     def modules(self) -> list[tuple[str, int, int]]:
         """(module name, d_in, d_out) in LLaVA's key order."""
@@ -43,7 +52,28 @@ class LlamaShape:
                 (f"{p}.2.weight", (h, h)), (f"{p}.2.bias", (h,))]
 
 
-LLAVA_7B = LlamaShape(layers=32, hidden=4096, intermediate=11008, mm_hidden=1024)
+LLAVA_7B = LlamaShape(layers=32, hidden=4096, intermediate=11008, mm_hidden=1024, heads=32, vocab=32000,
+                      max_positions=4096, tower="openai/clip-vit-large-patch14-336")
+
+
+def llava_run_config(shape: LlamaShape, dtype: torch.dtype = torch.float16) -> dict:
+    """The model config LLaVA-1.5's train.py writes into a LoRA task folder (the LlavaConfig of
+    the run: Llama fields + every ``mm_*`` setting), here for ``shape``."""
+    return {
+        "_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1,
+        "eos_token_id": 2, "freeze_mm_mlp_adapter": False, "hidden_act": "silu", "hidden_size": shape.hidden,
+        "image_aspect_ratio": "pad", "initializer_range": 0.02, "intermediate_size": shape.intermediate,
+        "max_position_embeddings": shape.max_positions, "mm_hidden_size": shape.mm_hidden,
+        "mm_patch_merge_type": "flat", "mm_projector_lr": 2e-05, "mm_projector_type": "mlp2x_gelu",
+        "mm_use_im_patch_token": False, "mm_use_im_start_end": False, "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2, "mm_vision_tower": shape.tower, "model_type": "llava_llama",
+        "num_attention_heads": shape.heads, "num_hidden_layers": shape.layers, "num_key_value_heads": shape.heads,
+        "pad_token_id": 0, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "tokenizer_model_max_length": min(2048, shape.max_positions),
+        "tokenizer_padding_side": "right", "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.37.2", "tune_mm_mlp_adapter": False, "use_cache": True, "use_mm_proj": True,
+        "vocab_size": shape.vocab,
+    }  # fmt: skip
 
 
 def lora_factors(d_in: int, d_out: int, r: int, gen: torch.Generator, shared: tuple | None = None,
@@ -126,8 +156,4 @@ def _write_side_files(writer: FolderWriter, task: int, shape: LlamaShape, r: int
         "target_modules": [p for _, p in PROJ], "task_type": "CAUSAL_LM",
     }
     writer.adapter_config(config)
-    writer.model_config({
-        "model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"], "hidden_size": shape.hidden,
-        "intermediate_size": shape.intermediate, "num_hidden_layers": shape.layers, "mm_hidden_size": shape.mm_hidden,
-        "mm_projector_type": "mlp2x_gelu",
-    }, sort_keys=False)
+    writer.model_config(llava_run_config(shape), sort_keys=False)

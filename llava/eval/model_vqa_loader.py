@@ -56,7 +56,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
     parser.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=None)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
-                        help="questions per generate call (left padding); 1, the default, is what paper tables use")
+                        help="questions per generate call (left padding); 1, the default, is what paper tables use. "
+                             "In float32 batched greedy answers equal batch size 1 (measured: 64/64 at 8 and 16); in "
+                             "bf16/fp16 they can differ, because batching can change the rounding of the matmuls: "
+                             "64/64 equal on the tiny CPU model at batch 8 and 16, but at LLaVA-7B sizes (bf16, CPU) 1 of "
+                             "3 answers changed at its third token in a batch of 2 (docs/benchmarks.md)")
+    parser.add_argument("--same-length-batches", action="store_true",
+                        help="batch only prompts of the same token length (no padding in a batch); fewer, "
+                             "smaller batches. It does not make 16-bit batches match batch size 1: the changed 7B answer "
+                             "above was in an unpadded batch (docs/benchmarks.md)")
     parser.add_argument("--resume", dest="resume", action="store_true", default=True,
                         help="keep the answers already in --answers-file (default)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite --answers-file")
@@ -75,6 +83,7 @@ def settings_from_args(args: argparse.Namespace, default_tokens: int, default_te
         temperature=default_temperature if args.temperature is None else args.temperature,
         top_p=args.top_p, num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens or default_tokens, batch_size=args.batch_size,
+        same_length_batches=getattr(args, "same_length_batches", False),
     )
 
 

@@ -106,6 +106,8 @@ class GenerationSettings:
     num_beams: int = 1
     max_new_tokens: int = 128
     batch_size: int = 1
+    #: batch only prompts of the same token length (no padding inside a batch); see ``_batches``
+    same_length_batches: bool = False
 
     def __post_init__(self):
         if self.conv_mode not in conv_templates:
@@ -462,12 +464,25 @@ class RunSummary:
                 f"{self.generated} generated{extra}) in {self.seconds:.1f}s")
 
 
-def _batches(items: Sequence[EvalItem], ids: Sequence[list[int]], batch_size: int) -> list[list[int]]:
-    """Index batches: file order for batch size 1, else longest prompts first (stable)."""
+def _batches(items: Sequence[EvalItem], ids: Sequence[list[int]], batch_size: int,
+             same_length: bool = False) -> list[list[int]]:
+    """Index batches: file order for batch size 1, else longest prompts first (stable).
+
+    With ``same_length``, a batch holds only prompts of one token length (at most
+    ``batch_size``), so nothing is padded: fewer, smaller batches, in exchange for answers that
+    do not depend on what else is in the batch through padding."""
     order = list(range(len(items)))
     if batch_size > 1:
         order.sort(key=lambda i: -len(ids[i]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not same_length or batch_size == 1:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and len(ids[batches[-1][0]]) == len(ids[i]):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def run_items(bundle: ModelBundle, items: Sequence[EvalItem], answers_file: str | os.PathLike,
@@ -522,7 +537,7 @@ def _generate_into(bundle: ModelBundle, todo: Sequence[EvalItem], path: Path, se
     done = 0
     with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress,
                                                        desc=path.name, unit="q") as bar:
-        for batch in _batches(todo, ids, settings.batch_size):
+        for batch in _batches(todo, ids, settings.batch_size, settings.same_length_batches):
             texts = generate_batch(bundle, [todo[i] for i in batch], [ids[i] for i in batch], settings)
             for i, text in zip(batch, texts):
                 rec = answer_record(todo[i], text, bundle.model_id)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoImageProcessor, CLIPVisionModel
+from transformers import CLIPVisionModel
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from llava.model.errors import LlavaLoadError
 
@@ -39,7 +40,7 @@ class CLIPVisionTower(nn.Module):
         self.select_feature = select_feature
         self.vision_tower = _load_clip(self.tower_path, dtype, attn_implementation)
         self.vision_tower.requires_grad_(False)
-        self.image_processor = AutoImageProcessor.from_pretrained(str(self.tower_path))
+        self.image_processor = load_image_processor(self.tower_path)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,6 +74,18 @@ class CLIPVisionTower(nn.Module):
     @property
     def num_patches(self) -> int:
         return self.num_patches_per_side**2
+
+
+def load_image_processor(path: str | Path) -> CLIPImageProcessorPil:
+    """The tower's CLIP image processor, always the PIL implementation.
+
+    `AutoImageProcessor` picks the torchvision implementation when it is installed and, in
+    transformers 5.17 raises "requires the Torchvision library" without it (5.24 falls
+    back to PIL). LLaVA's pixels are those of the PIL processor, so it is named directly:
+    the same class on every transformers version the project declares, with or without
+    torchvision.
+    """
+    return CLIPImageProcessorPil.from_pretrained(str(path))
 
 
 def _load_clip(path: Path, dtype, attn_implementation) -> CLIPVisionModel:
