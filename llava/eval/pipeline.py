@@ -248,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="all",
                    help="comma-separated tasks or groups (all, mergebench, seen, unseen, general); default all")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="questions per generate call (default 1, the paper tables' setting); in bf16/fp16 batched "
+                        "greedy answers can differ from batch size 1 (see the runner's --batch-size and "
+                        "docs/benchmarks.md)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's budget")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--limit", type=int, default=None, help="first N questions per task (smoke tests)")
