@@ -19,6 +19,11 @@ Reference implementation followed: ``merge_methods('topk', resolve_method='mass'
 merge_func='dis-mean')`` of prateeky2806/ties-merging @ 44e7891 (zero signs resolved to the
 majority), per matrix as in ``fixtures/baselines/ties_original_*``.
 Fast route vs :func:`reference`: bit for bit (trim='model' given the same thresholds in ``ctx.stats``).
+
+``space`` = 'factors' (default, the above) | 'core' | 'knots' | 'full' (:mod:`robustmerge.spaces`):
+TIES on the space's task matrices as core-space-merging's ``ties_merging`` (topK = 100·density;
+keeps int(D·K)+1 entries per task, zero signs → sign of Σ γ), ``lam`` multiplies ΔW* once,
+the output is a rank-N·r LoRA (``out_rank``); fixtures lora_native v02, v03 (core), v07 (knots).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch
 from .common import (StreamingKth, apply_mask, is_16bit_float, kth_index, kth_smallest_reference, ordered_sum,
                      prune_by_magnitude, work_dtype)
 from .registry import ModuleContext, Param, lambdas, per_factor
+from ..spaces import SpaceRoute, ties_in_space
 
 
 def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext):
@@ -111,7 +117,7 @@ def ties_prepare(adapters, p: dict) -> dict:
                           open_low=True),
                     Param("trim", "matrix", "trimming scope: 'matrix' (per task matrix) or 'model' (per task over all "
                           "A / all B)", str, choices=("matrix", "model"))],
-            reference=reference, prepare=ties_prepare)
+            reference=reference, prepare=ties_prepare, space=SpaceRoute(ties_in_space))
 def ties(X: torch.Tensor, p: dict, ctx: ModuleContext, factor: str) -> torch.Tensor:
     """trim to the top-density magnitudes, elect signs, disjoint mean, scaled by λ"""
     return ties_combine(ties_trim(X, p["density"], ctx.stats.get(factor)))  # [...] float32
