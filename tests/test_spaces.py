@@ -138,3 +138,24 @@ def test_peft_loads_rank_nr_output_and_logits_match(name, params, tmp_path):
     change = (want - base_logits).abs().max().item()
     assert change > 1e-4
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * change)
+
+
+def test_analyze_runs_on_rank_nr_merges(tmp_path):
+    """`robustmerge analyze` on a written rank-N·r folder and an in-memory space merge: direction
+    metrics per merge, and the merged spectra are those of B'A' (first r values reported)."""
+    import subprocess
+    import sys
+
+    folders = write_task_adapters(tmp_path / "tasks", 3, SHAPE, r=4, alpha=8, seed=1, with_extras=False)
+    merge_to_folder(folders, tmp_path / "tsv", "tsv")
+    out = tmp_path / "an"
+    run = subprocess.run([sys.executable, "-m", "robustmerge", "analyze", "--adapters", *map(str, folders),
+                          "--merged", str(tmp_path / "tsv"), "--merge", "ties,space=knots", "--out", str(out),
+                          "--no-figures", "-q"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((out / "analysis.json").read_text())
+    assert [m["label"] for m in report["merged"]] == ["tsv", "ties,space=knots"]
+    res = merge(folders, "tsv")
+    want = torch.stack([torch.linalg.svdvals(res.delta(m).double())[:4] for m in res.plan.adapters.modules]).mean(0)
+    torch.testing.assert_close(torch.tensor(report["spectra"]["merged"]["tsv"], dtype=torch.float64), want,
+                               rtol=1e-5, atol=1e-9)
