@@ -104,12 +104,14 @@ class Plan:
         stats = m.prepare(self.adapters, self.params) if m.prepare else {}
 
         local = threading.local()  # one buffer pool per module thread
+        wide = self.update_level()
 
         def one(module: str) -> tuple[str, torch.Tensor, torch.Tensor]:
             pool = local.__dict__.setdefault("pool", BufferPool())
             A, B = self.adapters.factors(module, pool)
             a, b = m.rule(A.to(self.device), B.to(self.device), self.params, ModuleContext(module, self.seed, stats))
-            a, b = a.float().cpu(), b.float().cpu()
+            dtype = torch.float64 if wide else torch.float32  # update-level rules: float64 factors
+            a, b = a.to(dtype).cpu(), b.to(dtype).cpu()
             if self.adapters.pooled:  # (cached factors are handed out again: never reused)
                 pool.give(A, a, b)
                 pool.give(B, a, b)
@@ -133,6 +135,28 @@ class Plan:
             bar.close()
             torch.set_num_threads(threads)
 
+    def out_rank(self) -> int:
+        """The written adapter's rank: the inputs' (r), or an update-level rule's (e.g. N·r)."""
+        rank = get_method(self.method).out_rank(self.adapters.n, self.adapters.rank, self.params)
+        return self.adapters.rank if rank is None else rank
+
+    def output_config(self) -> dict:
+        """The adapter config of the output: the inputs' (:meth:`AdapterSet.output_config`); for
+        an update-level rule r = its rank and lora_alpha = s·r, so the loader's scaling s (the
+        inputs' common scaling, or 1 when folded) is unchanged; no rsLoRA, no patterns."""
+        cfg = self.adapters.output_config()
+        if self.update_level():
+            rank = self.out_rank()
+            s = scaling_of(cfg["r"], cfg["lora_alpha"], bool(cfg.get("use_rslora")))
+            alpha = s * rank
+            cfg.update(r=rank, lora_alpha=int(alpha) if float(alpha).is_integer() else alpha, use_rslora=False,
+                       rank_pattern={}, alpha_pattern={})
+        return cfg
+
+    def update_level(self) -> bool:
+        """True when the rule writes a merged update of its own rank (a merge space)."""
+        return get_method(self.method).out_rank(self.adapters.n, self.adapters.rank, self.params) is not None
+
     def merged_extras(self) -> dict[str, torch.Tensor]:
         return merge_extras(self.adapters, self.extras)
 
@@ -142,6 +166,7 @@ class Plan:
             "extras_rule": self.extras, "device": str(self.device),
             "task_order": [t.name for t in self.adapters.tasks],
             "rank": self.adapters.rank, "harmonisation": self.adapters.harmonisation,
+            **({"out_rank": self.out_rank()} if self.update_level() else {}),
         }
 
 
@@ -170,7 +195,7 @@ def merge(adapters, method: str = "robustmerge", preset: str | None = None, para
         a_key, b_key = plan.adapters.tasks[0].modules[module]
         merged[a_key], merged[b_key] = a, b
     order = [key for _, _, key in plan.adapters.key_order()]
-    return MergeResult({k: merged[k] for k in order}, plan.merged_extras(), plan.adapters.output_config(), plan)
+    return MergeResult({k: merged[k] for k in order}, plan.merged_extras(), plan.output_config(), plan)
 
 
 def _versions() -> dict:
@@ -231,7 +256,7 @@ def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras
         extra = plan.merged_extras()
         if extra:
             folder.projector(extra)
-        folder.adapter_config(ad.output_config())
+        folder.adapter_config(plan.output_config())
         if (ad.tasks[0].path / MODEL_CONFIG).is_file():
             folder.model_config(ad.tasks[0].path / MODEL_CONFIG)
         if write_bin:
@@ -247,11 +272,12 @@ def _merge_to_folder(adapters, out, method, preset, params, device, seed, extras
 
 def _write_lora(plan: Plan, folder: FolderWriter, progress: bool) -> None:
     ad = plan.adapters
-    layout = []
+    layout, rank = [], plan.out_rank()
+    dtype = torch.float64 if plan.update_level() else torch.float32
     for module in ad.modules:  # data in module order; the header lists every key
         spec = ad.specs[module]
         a_key, b_key = ad.tasks[0].modules[module]
-        layout += [(a_key, (ad.rank, spec.d_in), torch.float32), (b_key, (spec.d_out, ad.rank), torch.float32)]
+        layout += [(a_key, (rank, spec.d_in), dtype), (b_key, (spec.d_out, rank), dtype)]
     writer = folder.lora_stream(layout, {"merge_method": plan.method}, header_order=[key for _, _, key in ad.key_order()])
     for module, a, b in plan.modules(progress):
         a_key, b_key = ad.tasks[0].modules[module]

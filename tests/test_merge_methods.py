@@ -489,7 +489,7 @@ def test_rule_files_are_auto_registered():
 
     modules = {m.name for m in pkgutil.iter_modules(methods.__path__)} - {"common", "registry"}
     assert {m.rule.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()} >= modules
-    assert modules == {"dare", "pcb", "robustmerge", "task_arithmetic", "ties"}
+    assert modules == {"cart", "dare", "dc_merge", "iso_c", "pcb", "robustmerge", "task_arithmetic", "ties", "tsv"}
 
 
 def test_public_api_takes_no_performance_plumbing():

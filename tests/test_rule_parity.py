@@ -10,10 +10,14 @@ Contracts checked (as each rule file's docstring states them):
   up to one half-precision step: ``rtol=1e-2`` (bf16) / ``2e-3`` (fp16), the tolerances of
   fixtures/official_merge/README.md, with ``atol`` the same share of max|ref| (entries where
   the tasks' contributions cancel carry the absolute error of the larger terms).
+- Update-level settings (a merge space, ``Method.out_rank`` not None): the rule returns float64
+  rank-R factors and the reference the dense float64 ΔW*; B'A' equals it within 1e-9 relative
+  (Frobenius) on every input dtype, and a rule that refuses a shape refuses it in both routes.
 """
 import pytest
 import torch
 
+from robustmerge.errors import MergeInputError
 from robustmerge.methods import REGISTRY, ModuleContext
 
 SHAPES = [(2, 4, 9, 7), (3, 8, 96, 80), (4, 16, 1100, 24)]  # (N, r, d_in, d_out); A of the last: D > 16·1024
@@ -25,7 +29,10 @@ EXTRA = {  # numeric settings beside the presets and choice values
     "dare": [{"drop": 0.3, "lam": 0.7}, {"drop": 0.0}, {"drop": 0.3, "rescale": "l1"}],
     "pcb": [{"ratio": 0.3, "clip": 0.05}, {"ratio": 1.0, "clip": 0.0, "lam": 0.9, "lambda_on": "product"},
             {"ratio": 0.3, "inter": "signed_minmax", "lam": 1.2}],
-    "task_arithmetic": [{"lam": 0.7}, {"lam": 0.7, "lambda_on": "product"}],
+    "task_arithmetic": [{"lam": 0.7}, {"lam": 0.7, "lambda_on": "product"}, {"space": "core", "out_rank": 5}],
+    "tsv": [{"space": "core", "lam": 0.6}, {"out_rank": 3}],
+    "cart": [{"rank_fraction": 0.3, "residual_scale": 0.5}],
+    "iso_c": [{"common_space_fraction": 0.5, "space": "full"}],
 }
 
 
@@ -41,7 +48,16 @@ def cases():
     return out
 
 
-CASES = cases()
+def update_level(name, preset, params, n=2, r=4):
+    m = REGISTRY[name]
+    return m.out_rank(n, r, m.resolve(preset, params)) is not None
+
+
+ALL_CASES = cases()
+CASES = [c for c in ALL_CASES if not update_level(*c)]
+UPDATE_CASES = [c for c in ALL_CASES if update_level(*c)]
+UPDATE_IDS = [f"{n}-{pr or 'default'}-{','.join(f'{k}={v}' for k, v in pa.items()) or 'plain'}"
+              for n, pr, pa in UPDATE_CASES]
 IDS = [f"{n}-{pr or 'default'}-{','.join(f'{k}={v}' for k, v in pa.items()) or 'plain'}" for n, pr, pa in CASES]
 
 
@@ -115,3 +131,24 @@ def test_every_rule_has_a_reference_of_its_own():
             assert m.reference is not None and m.reference is not m.rule, name
             assert m.reference.__module__ == m.rule.__module__, name
             assert m.reference.__doc__, name
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name,preset,params", UPDATE_CASES, ids=UPDATE_IDS)
+def test_update_level_rule_equals_dense_reference(name, preset, params, dtype, shape):
+    A, B = (x.to(dtype) for x in stacks(*shape, seed=sum(shape)))
+    m = REGISTRY[name]
+    p = m.resolve(preset, params)
+    ctx = ModuleContext("m", 3, {})
+    try:
+        a, b = m.rule(A, B, p, ctx)
+    except MergeInputError:
+        with pytest.raises(MergeInputError):
+            m.reference(A, B, p, ctx)
+        return
+    ref = m.reference(A, B, p, ctx)
+    rank = m.out_rank(A.shape[0], A.shape[1], p)
+    assert a.dtype == b.dtype == ref.dtype == torch.float64
+    assert a.shape == (rank, A.shape[2]) and b.shape == (B.shape[1], rank) and ref.shape == (B.shape[1], A.shape[2])
+    assert ((b @ a - ref).norm() / ref.norm()).item() <= 1e-9

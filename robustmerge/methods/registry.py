@@ -144,6 +144,14 @@ class Method:
     prepare: Callable | None = None
     # the paper's equations, plain and float64-capable; same signature as ``rule``
     reference: Rule | None = None
+    # update-level rules: update_rank(N, r, p) -> R (or None for a factor-level p). Then the rule
+    # returns float64 A' [R, d_in], B' [d_out, R] with ΔW* = B'A' (output config's scaling) and the
+    # reference returns the dense float64 ΔW* [d_out, d_in] (tests/test_spaces.py checks them)
+    update_rank: Callable | None = None
+
+    def out_rank(self, n: int, r: int, p: dict) -> int | None:
+        """The written adapter's rank when ``p`` makes this rule update-level, else None."""
+        return self.update_rank(n, r, p) if self.update_rank else None
 
     def resolve(self, preset: str | None = None, overrides: dict | None = None) -> dict:
         """Defaults, then the preset, then overrides; every value validated."""
@@ -170,7 +178,7 @@ REGISTRY: dict[str, Method] = {}
 
 def register(name: str | None = None, *, paper: str, params: list[Param], reference: Rule | None = None,
              presets: dict | None = None, default_preset: str | None = None, prepare: Callable | None = None,
-             summary: str | None = None):
+             summary: str | None = None, update_rank: Callable | None = None):
     """Decorator: register a rule.
 
     ``name`` defaults to the function's name and ``summary`` (the line ``robustmerge
@@ -184,7 +192,7 @@ def register(name: str | None = None, *, paper: str, params: list[Param], refere
                                   f"{_origin(rule)}); rename one")
         text = summary if summary is not None else (rule.__doc__ or "").strip().split("\n")[0].strip()
         REGISTRY[key] = Method(key, rule, text, paper, tuple(params), dict(presets or {}), default_preset,
-                               prepare, reference or rule)
+                               prepare, reference or rule, update_rank)
         return rule
 
     return wrap
@@ -273,7 +281,10 @@ def scale_pair(a: torch.Tensor, b: torch.Tensor, lam: float, on: str) -> tuple[t
 FactorCombine = Callable[[torch.Tensor, dict, ModuleContext, str], torch.Tensor]
 
 
-def per_factor(paper: str, params: list[Param], reference: Rule, **kwargs):
+LAMBDA_UPDATE = Param("lam", 1.0, "λ, multiplies the merged update ΔW* once", float, low=0.0)
+
+
+def per_factor(paper: str, params: list[Param], reference: Rule, space=None, **kwargs):
     """Decorator for the baselines on LoRA factors (RobustMerge paper, Appendix D): the fast
     ``combine(X, p, ctx, factor) -> X*`` (X: [N, ...] one stack, ``factor`` 'A' or 'B';
     float32 out) is applied to the A stack and to the B stack separately, then λ:
@@ -281,14 +292,29 @@ def per_factor(paper: str, params: list[Param], reference: Rule, **kwargs):
         A* = λ_A · combine(A),   B* = λ_B · combine(B)      ((λ_A, λ_B) = :func:`lambdas`)
 
     Registers that rule under ``combine``'s name and docstring, with ``lam`` and
-    ``lambda_on`` appended to ``params``; ``reference(A, B, p, ctx)`` as for :func:`register`."""
+    ``lambda_on`` appended to ``params``; ``reference(A, B, p, ctx)`` as for :func:`register`.
+
+    ``space`` (optional, :class:`robustmerge.spaces.SpaceRoute`): adds its ``space`` (default
+    'factors', today's route) and ``out_rank`` parameters; for any other space the rule and the
+    reference are the route's update-level ones (λ multiplies ΔW* once; ``lambda_on`` unused)."""
 
     def wrap(combine: FactorCombine) -> FactorCombine:
         def rule(A, B, p, ctx):
+            if space is not None and p["space"] != "factors":
+                return space.rule(A, B, p, ctx)
             return scale_pair(combine(A, p, ctx, "A"), combine(B, p, ctx, "B"), p["lam"], p["lambda_on"])
 
+        ref, extra = reference, []
+        if space is not None:
+            def ref(A, B, p, ctx):
+                return (reference if p["space"] == "factors" else space.reference)(A, B, p, ctx)
+
+            ref.__doc__, ref.__module__ = reference.__doc__, reference.__module__
+            extra = space.params
+            kwargs["update_rank"] = space.update_rank
+
         rule.__name__, rule.__doc__, rule.__module__ = combine.__name__, combine.__doc__, combine.__module__
-        register(paper=paper, params=[*params, LAMBDA, LAMBDA_ON], reference=reference, **kwargs)(rule)
+        register(paper=paper, params=[*params, LAMBDA, LAMBDA_ON, *extra], reference=ref, **kwargs)(rule)
         return combine
 
     return wrap

@@ -10,6 +10,10 @@ Reference implementation followed: MergeLM's ``MergingMethod.task_arithmetic``
 (yule-BUAA/MergeLM @ 6d49ad9: ``(X_0 + ... + X_{N-1}) · λ``), applied per matrix as in
 ``fixtures/baselines/task_arithmetic_*`` (the RobustMerge paper publishes no baseline code).
 Fast route vs :func:`reference`: bit for bit (both sum in float32 in task order).
+
+``space`` = 'factors' (default, the above) | 'core' | 'knots' | 'full' (:mod:`robustmerge.spaces`):
+ΔW* = λ · L · Σ_n X_n · R (core: equals Σ_n ΔW_n exactly; Core Space's ``sum``), written as a
+rank-N·r LoRA (``out_rank``); fixtures lora_native v01 (core), v08 (knots).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch
 
 from .common import ordered_sum, work_dtype
 from .registry import ModuleContext, lambdas, per_factor
+from ..spaces import SpaceRoute, task_sum
 
 
 def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext | None = None):
@@ -26,7 +31,7 @@ def reference(A: torch.Tensor, B: torch.Tensor, p: dict, ctx: ModuleContext | No
 
 
 @per_factor(paper="Ilharco et al., 'Editing Models with Task Arithmetic', ICLR 2023; https://arxiv.org/abs/2212.04089",
-            params=[], reference=reference)
+            params=[], reference=reference, space=SpaceRoute(task_sum))
 def task_arithmetic(X: torch.Tensor, p: dict, ctx: ModuleContext, factor: str) -> torch.Tensor:
     """sum the task factors, scaled by λ"""
     return ordered_sum(X, 1.0)  # [...] float32

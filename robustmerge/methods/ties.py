@@ -43,6 +43,11 @@ Output float32 [r, d_in], [d_out, r]; sums in float32 in task order (float64 in 
 for float64 inputs). Checked on every case of ``fixtures/baselines/ties_*`` and
 ``magnitude_prune_peft_k0.2`` (tests/test_baselines_fixtures.py).
 Fast route vs :func:`reference`: bit for bit (trim='model' given the same thresholds in ``ctx.stats``).
+
+``space`` = 'factors' (default, the above) | 'core' | 'knots' | 'full' (:mod:`robustmerge.spaces`):
+TIES on the space's task matrices as core-space-merging's ``ties_merging`` (topK = 100·density;
+keeps int(D·K)+1 entries per task, zero signs → sign of Σ γ), ``lam`` multiplies ΔW* once,
+the output is a rank-N·r LoRA (``out_rank``); fixtures lora_native v02, v03 (core), v07 (knots).
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ from ..errors import MergeInputError
 from .common import (StreamingKth, apply_mask, is_16bit_float, kth_smallest, kth_smallest_reference, magnitude,
                      ordered_sum, work_dtype)
 from .registry import ModuleContext, Param, lambdas, per_factor
+from ..spaces import SpaceRoute, ties_in_space
 
 
 def original_k(numel: int, density: float) -> int:
@@ -207,7 +213,7 @@ def ties_prepare(adapters, p: dict) -> dict:
                           "magnitude_prune with variant=peft)", str, choices=("ties", "none")),
                     Param("trim", "matrix", "variant=original: trimming scope 'matrix' (per task matrix) or 'model' "
                           "(per task over all A / all B)", str, choices=("matrix", "model"))],
-            reference=reference, prepare=ties_prepare)
+            reference=reference, prepare=ties_prepare, space=SpaceRoute(ties_in_space))
 def ties(X: torch.Tensor, p: dict, ctx: ModuleContext, factor: str) -> torch.Tensor:
     """trim to the top-density magnitudes, elect signs, disjoint mean, scaled by λ (variant original|peft|mergekit)"""
     trimmed = ties_trim(X, p, ctx.stats.get(factor))
