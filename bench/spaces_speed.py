@@ -103,8 +103,8 @@ def measure(rule: str, n: int, r: int, d_out: int, d_in: int, tmp: Path) -> dict
                                                                  str(d_in), str(out)])
         row[route] = {"wall_s": round(wall, 2), "peak_rss_mib": round(peak, 1)}
         row[route].update(json.loads(Path(str(out) + ".json").read_text()))
-    a, b = torch.load(tmp / "fast.pt")
-    ref = torch.load(tmp / "dense.pt")
+    a, b = torch.load(tmp / "fast.pt", weights_only=True)
+    ref = torch.load(tmp / "dense.pt", weights_only=True)
     row["max_rel_delta_diff"] = ((b @ a - ref).norm() / ref.norm()).item()
     row["speedup"] = row["dense"]["seconds"] / row["fast"]["seconds"]
     row["memory_ratio"] = row["dense"]["rss_increase_mib"] / max(row["fast"]["rss_increase_mib"], 1e-3)
