@@ -72,23 +72,28 @@ def read_projector_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]
     return {taskfolder.projector_key(k): v for k, v in load_tensor_file(path).items()}, path
 
 
-def apply_extra_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy `weights` into `model`; every key must name a parameter of the same shape."""
-    params = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
-    homeless = sorted(k for k in weights if k not in params)
+def check_extra_weights(weights: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], source: Path) -> None:
+    """Every extra (projector) key must name a model parameter of the same shape (``shapes``)."""
+    homeless = sorted(k for k in weights if k not in shapes)
     if homeless:
         raise LlavaLoadError(
             f"{source}: {len(homeless)} key(s) match no model parameter, e.g. {homeless[:3]}; "
             "expected names like base_model.model.model.mm_projector.0.weight or model.mm_projector.0.weight. "
             "Check that the file belongs to a LLaVA model of this architecture"
         )
-    bad = sorted(k for k, v in weights.items() if tuple(v.shape) != tuple(params[k].shape))
+    bad = sorted(k for k, v in weights.items() if tuple(v.shape) != tuple(shapes[k]))
     if bad:
         k = bad[0]
         raise LlavaLoadError(
-            f"{source}: shape mismatch for {k}: file {tuple(weights[k].shape)} vs model {tuple(params[k].shape)}; "
+            f"{source}: shape mismatch for {k}: file {tuple(weights[k].shape)} vs model {tuple(shapes[k])}; "
             "the adapter was trained on a different base model"
         )
+
+
+def apply_extra_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy `weights` into `model`; every key must name a parameter of the same shape."""
+    params = {k: tuple(v.shape) for k, v in model.state_dict().items() if ".vision_tower." not in k}
+    check_extra_weights(weights, params, source)
     result = model.load_state_dict(weights, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # guaranteed by the check above
     logger.info("loaded %d extra weights from %s", len(weights), source)

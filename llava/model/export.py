@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.model.adapter_io import read_lora_config
+from llava.model.adapter_io import check_extra_weights, read_lora_config
 from llava.model.builder import (
     _load_config,
     _load_tokenizer,
@@ -155,17 +155,7 @@ def _read_extra(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
     """Projector tensors (PROJECTOR_FILE / PROJECTOR_RUN_FILE), keys checked against the model."""
     files = TensorFiles(path, [path])
     weights = {projector_key(k): files.get(k) for k in files}
-    homeless = sorted(k for k in weights if k not in shapes)
-    if homeless:
-        raise LlavaLoadError(
-            f"{path}: {len(homeless)} key(s) match no model parameter, e.g. {homeless[:3]}; "
-            "expected names like base_model.model.model.mm_projector.0.weight or model.mm_projector.0.weight. "
-            "Check that the file belongs to a LLaVA model of this architecture"
-        )
-    bad = sorted(k for k, v in weights.items() if tuple(v.shape) != shapes[k])
-    if bad:
-        raise LlavaLoadError(f"{path}: shape mismatch for {bad[0]}: file {tuple(weights[bad[0]].shape)} vs "
-                             f"model {shapes[bad[0]]}; the adapter was trained on a different base model")
+    check_extra_weights(weights, shapes, path)
     return weights
 
 
